@@ -1,0 +1,43 @@
+"""An echo server: every byte a client sends comes back.
+
+    python examples/echo.py --addr tcp://127.0.0.1:9000 --loops 4 --lb least-connections
+
+The same server is ``python -m gnetpy echo``; the benchmark suite measures
+this file against asyncio, uvloop and a C epoll server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import gnetpy  # noqa: E402
+
+
+class Echo(gnetpy.EventHandler):
+    def on_traffic(self, c: gnetpy.Conn) -> gnetpy.Action:
+        c.write(c.next())
+        return gnetpy.Action.NONE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="gnetpy echo server")
+    parser.add_argument("--addr", default="tcp://127.0.0.1:9000", help="tcp://host:port or unix:///path")
+    parser.add_argument("--loops", type=int, default=1, help="event loops (threads); 0 = one per CPU")
+    parser.add_argument("--lb", default="round-robin",
+                        help="round-robin | least-connections | source-addr-hash")
+    parser.add_argument("--reuse-port", action="store_true", help="every loop accepts on its own listener")
+    parser.add_argument("--edge-triggered", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    gnetpy.run(Echo(), args.addr, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
+               reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""gnetpy: gnet's event-driven reactor networking for Python.
+
+    import gnetpy
+
+    class Echo(gnetpy.EventHandler):
+        def on_traffic(self, c):
+            c.write(c.next())
+
+    gnetpy.run(Echo(), "tcp://127.0.0.1:9000")
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .conn import Conn
+from .engine import Engine, rotate, run, start
+from .errors import (
+    ConnClosedError,
+    EngineStoppedError,
+    GnetError,
+    InvalidAddressError,
+    ShortBufferError,
+    UnsupportedProtocolError,
+)
+from .eventloop import EventLoop
+from .handler import Action, EventHandler
+from .lb import LoadBalancing
+from .options import Options
+from .timers import TimerHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Conn",
+    "ConnClosedError",
+    "Engine",
+    "EngineStoppedError",
+    "EventHandler",
+    "EventLoop",
+    "GnetError",
+    "InvalidAddressError",
+    "LoadBalancing",
+    "Options",
+    "ShortBufferError",
+    "TimerHandle",
+    "UnsupportedProtocolError",
+    "rotate",
+    "run",
+    "start",
+]
+
+# A library adds a NullHandler and nothing else: where records go is the application's choice.
+logging.getLogger("gnetpy").addHandler(logging.NullHandler())

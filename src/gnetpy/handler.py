@@ -1,0 +1,66 @@
+"""The user-facing callback interface: :class:`EventHandler` and :class:`Action`."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .conn import Conn
+    from .engine import Engine
+
+
+class Action(enum.IntEnum):
+    """What the engine does after a callback returns.
+
+    An ``IntEnum`` whose ``NONE`` is 0, so the event loop tests the result of
+    a callback with a bare ``if action:`` -- true for ``CLOSE`` and
+    ``SHUTDOWN``, false for ``NONE`` and for ``None`` (a callback that returns
+    nothing).  That keeps the per-message check to one C-level truth test.
+    """
+
+    NONE = 0
+    CLOSE = 1
+    SHUTDOWN = 2
+
+
+TickResult = Union[float, "tuple[float, Action]"]
+
+
+class EventHandler:
+    """Subclass and override the callbacks you need; all are optional.
+
+    Returning ``None`` from a callback means ``Action.NONE``.  Callbacks run on
+    the event loop that owns the connection (``on_boot`` runs in the thread
+    that starts the engine, ``on_shutdown`` in the thread that stops it); they
+    must not block.
+    """
+
+    def on_boot(self, engine: Engine) -> Action | None:
+        """The engine is bound and about to serve; ``SHUTDOWN`` cancels it."""
+        return Action.NONE
+
+    def on_shutdown(self, engine: Engine) -> None:
+        """The engine stopped: every connection has been closed."""
+
+    def on_open(self, c: Conn) -> Action | None:
+        """A new connection; it may write its greeting here."""
+        return Action.NONE
+
+    def on_close(self, c: Conn, err: BaseException | None) -> Action | None:
+        """Runs exactly once per opened connection.
+
+        ``err`` is ``None`` for a local close (``Action.CLOSE``, ``c.close()``,
+        engine stop) and the cause otherwise: ``EOFError`` when the peer closed,
+        an ``OSError`` for a reset or broken pipe, or the exception a callback
+        raised.
+        """
+        return Action.NONE
+
+    def on_traffic(self, c: Conn) -> Action | None:
+        """Inbound data is buffered, or ``c.wake()`` was called."""
+        return Action.NONE
+
+    def on_tick(self) -> TickResult:
+        """With ``ticker=True``: runs on event loop 0; returns the next delay in seconds."""
+        return 1.0

@@ -1,0 +1,113 @@
+"""Engine and client options: defaults, validation, and the error messages.
+
+Every option is a keyword argument of ``run``/``rotate``/``start`` (and of
+``Client``); :class:`Options` is the same set as a value you can keep and pass
+as ``options=``.  An unknown name is a ``TypeError`` that lists the accepted
+ones; a bad value is a ``ValueError`` that names the option and what it takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+from .lb import LoadBalancing
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclasses.dataclass
+class Options:
+    multicore: bool = False
+    num_event_loop: int = 0
+    processes: bool | None = None
+    lb: LoadBalancing = LoadBalancing.ROUND_ROBIN
+    reuse_addr: bool = False
+    reuse_port: bool = False
+    read_buffer_cap: int = 64 * KiB
+    write_buffer_cap: int = 64 * KiB
+    ticker: bool = False
+    tcp_no_delay: bool = True
+    tcp_keepalive: float = 0
+    tcp_keep_interval: float | None = None
+    tcp_keep_count: int = 5
+    socket_recv_buffer: int = 0
+    socket_send_buffer: int = 0
+    edge_triggered: bool = False
+    edge_triggered_chunk: int = 1 * MiB
+    bind_to_device: str = ""
+    poller: str | None = None
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check_bools(self)
+        _check_ints(self)
+        self.lb = LoadBalancing.parse(self.lb)
+        if self.processes not in (None, True, False):
+            raise ValueError(f"processes: {self.processes!r}; accepted: None (auto), True, False")
+        if self.processes:
+            # Worker processes are their own piece of work (see docs/architecture.md).
+            raise ValueError("processes=True: worker processes are not available in this version; "
+                             "use processes=None or False (event loops in threads)")
+        _check_keepalive(self)
+        if not isinstance(self.bind_to_device, str):
+            raise ValueError(f"bind_to_device: {self.bind_to_device!r} is not an interface name (str)")
+        if self.poller not in (None, "epoll", "poll"):
+            raise ValueError(f"poller: {self.poller!r}; accepted: None (best available), 'epoll', 'poll'")
+        if self.logger is None:
+            self.logger = logging.getLogger("gnetpy")
+
+    @classmethod
+    def build(cls, options: Options | None = None, **overrides: Any) -> Options:
+        """``options`` (or the defaults) with keyword ``overrides`` applied."""
+        accepted = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:
+            raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"accepted: {', '.join(sorted(accepted))}")
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options: expected gnetpy.Options, got {type(options).__name__}")
+        base = dataclasses.asdict(options) if options is not None else {}
+        if options is not None:
+            base["logger"] = options.logger  # asdict would deep-copy the logger
+        base.update(overrides)
+        return cls(**base)
+
+    def event_loop_count(self) -> int:
+        if self.num_event_loop > 0:
+            return self.num_event_loop
+        if self.multicore:
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return 1
+
+
+_BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "edge_triggered")
+# name -> smallest accepted value
+_INTS = {"num_event_loop": 0, "read_buffer_cap": 1, "write_buffer_cap": 1, "socket_recv_buffer": 0,
+         "socket_send_buffer": 0, "edge_triggered_chunk": 1, "tcp_keep_count": 1}
+
+
+def _check_bools(opts: Options) -> None:
+    for name in _BOOLS:
+        value = getattr(opts, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: {value!r} is not a bool (True or False)")
+
+
+def _check_ints(opts: Options) -> None:
+    for name, low in _INTS.items():
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: {value!r}; accepted: an int >= {low}")
+
+
+def _check_keepalive(opts: Options) -> None:
+    for name in ("tcp_keepalive", "tcp_keep_interval"):
+        value = getattr(opts, name)
+        if value is None and name == "tcp_keep_interval":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name}: {value!r}; accepted: seconds as a number >= 0")

@@ -1,0 +1,171 @@
+"""Fixtures and helpers shared by every test: engines that always stop, bounded waits, real sockets.
+
+Every engine a test starts goes through ``serve`` so that it is stopped (and
+its threads joined) even when the test fails; every wait here has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import gnetpy
+
+WAIT = 10.0  # the longest any single wait in the suite may take
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def connect(addr: Any, timeout: float = WAIT) -> socket.socket:
+    """A blocking client socket (with a timeout) to an ``engine.addrs`` entry."""
+    if isinstance(addr, str):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
+    s = socket.create_connection(addr, timeout=timeout)
+    return s
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < n:
+        chunk = sock.recv(n - len(chunks))
+        if not chunk:
+            raise EOFError(f"peer closed after {len(chunks)} of {n} bytes")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def recv_until_eof(sock: socket.socket) -> bytes:
+    chunks = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return bytes(chunks)
+        chunks += chunk
+
+
+def exchange(addr: Any, payloads: list[list[bytes]], timeout: float = 60.0) -> list[bytes]:
+    """Drive one connection per payload list concurrently from one thread; return what each received.
+
+    Each connection sends its payloads back to back while reading, and is
+    done when it has received as many bytes as it sent.
+    """
+    sel = selectors.DefaultSelector()
+    state = []
+    try:
+        for items in payloads:
+            s = connect(addr)
+            s.setblocking(False)
+            outbound = memoryview(b"".join(items))
+            entry = {"sock": s, "out": outbound, "sent": 0, "got": bytearray(), "want": len(outbound)}
+            state.append(entry)
+            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, entry)
+        deadline = time.monotonic() + timeout
+        pending = len(state)
+        while pending:
+            if time.monotonic() > deadline:
+                progress = [(len(e["got"]), e["want"]) for e in state]
+                raise TimeoutError(f"exchange timed out; received/expected per connection: {progress}")
+            for key, mask in sel.select(0.5):
+                e = key.data
+                if mask & selectors.EVENT_WRITE and e["sent"] < e["want"]:
+                    try:
+                        e["sent"] += e["sock"].send(e["out"][e["sent"]:e["sent"] + 262144])
+                    except BlockingIOError:
+                        pass
+                    if e["sent"] == e["want"]:
+                        sel.modify(e["sock"], selectors.EVENT_READ, e)
+                if mask & selectors.EVENT_READ:
+                    try:
+                        chunk = e["sock"].recv(1 << 20)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        raise EOFError(f"server closed a connection after {len(e['got'])} of {e['want']} bytes")
+                    e["got"] += chunk
+                    if len(e["got"]) >= e["want"]:
+                        sel.unregister(e["sock"])
+                        pending -= 1
+        return [bytes(e["got"]) for e in state]
+    finally:
+        for e in state:
+            e["sock"].close()
+        sel.close()
+
+
+class Recorder(gnetpy.EventHandler):
+    """An echo handler that records what happened, for assertions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.opened: list[gnetpy.Conn] = []
+        self.closed: list[tuple[gnetpy.Conn, BaseException | None]] = []
+
+    def on_open(self, c: gnetpy.Conn) -> Any:
+        with self.lock:
+            self.opened.append(c)
+
+    def on_close(self, c: gnetpy.Conn, err: BaseException | None) -> Any:
+        with self.lock:
+            self.closed.append((c, err))
+
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        c.write(c.next())
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., gnetpy.Engine]]:
+    """``serve(handler, addrs, **options)`` starts an engine that is stopped when the test ends."""
+    engines: list[gnetpy.Engine] = []
+
+    def start(handler: gnetpy.EventHandler, addrs: Any = "tcp://127.0.0.1:0", **options: Any) -> gnetpy.Engine:
+        engine = gnetpy.start(handler, addrs, **options)
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop(timeout=5)
+        assert engine.wait(WAIT), "engine did not stop"
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def gnetpy_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gnetpy")]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every test must leave no gnetpy thread running."""
+    yield
+    wait_for(lambda: not gnetpy_threads(), timeout=WAIT)
