@@ -1,0 +1,1 @@
+"""gnetpy's benchmark suite; the runner is benchmarks.harness (``python -m gnetpy bench``)."""

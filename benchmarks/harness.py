@@ -1,0 +1,870 @@
+"""Benchmark runner: gnetpy against asyncio, uvloop and a C epoll echo server.
+
+    python benchmarks/harness.py [--quick] [--reps N] [--duration S] [--warmup S]
+                                 [--workloads W1,W2,...] [--servers gnetpy,asyncio,uvloop,c]
+                                 [--idle-conns N] [--unix] [--out DIR]
+
+Each run starts a fresh echo server pinned to one CPU, drives it with the C
+load generator (benchmarks/loadgen.c, built on first use) pinned to another,
+and stops it.  Servers are interleaved (A B C D A B C D ...) so that drift on
+the machine hits all of them alike.  See benchmarks/README.md for what the
+workloads and columns mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+BUILD_DIR = BENCH_DIR / "build"
+GNETPY_ECHO = REPO_ROOT / "examples" / "echo.py"
+ASYNCIO_ECHO = BENCH_DIR / "servers" / "asyncio_echo.py"
+DEFAULT_OUT = BENCH_DIR / "results"
+
+READY_TIMEOUT_S = 10.0       # a server must accept a connection within this
+STOP_GRACE_S = 2.0           # SIGTERM, then SIGKILL after this
+LOADGEN_SLACK_S = 60.0       # connection setup and exit, beyond warm-up + duration
+IDLE_SETUP_TIMEOUT_S = 300.0  # W5: opening all idle connections
+FD_MARGIN = 100              # descriptors a server or loadgen needs besides connections
+
+
+class HarnessError(Exception):
+    """A run could not be completed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    conns: int
+    size: int = 64
+    depth: int = 1
+    idle: bool = False
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("W1", "50 conns x 64 B ping-pong", 50),
+        Workload("W2", "50 conns x 64 B, 16 in flight", 50, depth=16),
+        Workload("W3", "10 conns x 16 KiB, 4 in flight", 10, size=16 * 1024, depth=4),
+        Workload("W4", "1000 conns x 64 B ping-pong", 1000),
+        Workload("W5", "idle conns: server RSS per connection", 10_000, idle=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    command: Callable[[str], list[str]]    # listen address -> argv
+    unavailable: Callable[[], str | None]  # why it cannot run here, or None
+    env: Callable[[], dict[str, str]] = lambda: {}
+
+
+def _gnetpy_missing() -> str | None:
+    if GNETPY_ECHO.exists():
+        return None
+    return f"gnetpy server missing: {GNETPY_ECHO.relative_to(REPO_ROOT)} does not exist"
+
+
+def _uvloop_missing() -> str | None:
+    if importlib.util.find_spec("uvloop") is None:
+        return "uvloop is not importable in this Python (pip install uvloop)"
+    return None
+
+
+def _gnetpy_env() -> dict[str, str]:
+    # Measure this checkout's gnetpy even where another copy is installed.
+    src = str(REPO_ROOT / "src")
+    old = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": f"{src}{os.pathsep}{old}" if old else src}
+
+
+SERVERS = {
+    s.name: s
+    for s in (
+        Server(
+            "gnetpy",
+            lambda addr: [sys.executable, str(GNETPY_ECHO), "--addr", addr, "--loops", "1"],
+            _gnetpy_missing,
+            _gnetpy_env,
+        ),
+        Server(
+            "asyncio",
+            lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr],
+            lambda: None,
+        ),
+        Server(
+            "uvloop",
+            lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr, "--uvloop"],
+            _uvloop_missing,
+        ),
+        Server(
+            "c",
+            lambda addr: [str(BUILD_DIR / "c_echo"), "--addr", addr],
+            lambda: None,
+        ),
+    )
+}
+
+LOAD_METRICS = (
+    "msgs_per_s",
+    "mb_per_s",
+    "rtt_p50_us",
+    "rtt_p99_us",
+    "server_user_us_per_msg",
+    "server_sys_us_per_msg",
+    "server_cpu_util",
+    "loadgen_cpu_util",
+)
+IDLE_METRICS = ("kib_per_conn",)
+REFERENCES = ("uvloop", "c")
+
+
+@dataclass
+class Config:
+    quick: bool
+    reps: int
+    duration: float
+    warmup: float
+    idle_conns: int
+    workloads: list[str]
+    servers: list[str]
+    unix: bool
+    out: Path
+
+
+# ---- building -------------------------------------------------------------
+
+
+def ensure_built(name: str) -> Path:
+    """Compile benchmarks/NAME.c into benchmarks/build/NAME if it is stale."""
+    src = BENCH_DIR / f"{name}.c"
+    binary = BUILD_DIR / name
+    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+        return binary
+    cc = shutil.which("cc")
+    if cc is None:
+        raise HarnessError(f"no C compiler: `cc` is not on PATH (needed to build {src.name})")
+    BUILD_DIR.mkdir(exist_ok=True)
+    # Build under a private name and rename, so a concurrent run never sees half a binary.
+    tmp = BUILD_DIR / f".{name}.{os.getpid()}.tmp"
+    proc = subprocess.run(
+        [cc, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(src), "-lm"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise HarnessError(f"compiling {src} failed:\n{proc.stderr}")
+    if proc.stderr:
+        print(proc.stderr, file=sys.stderr)
+    os.replace(tmp, binary)
+    return binary
+
+
+# ---- processes ------------------------------------------------------------
+
+
+def pick_cpus() -> tuple[int | None, int | None]:
+    """(server CPU, loadgen CPU); (None, None) when there is only one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def _child_setup(cpu: int | None) -> None:
+    # Runs in the child between fork and exec: thousands of sockets for W5,
+    # and the pinning in place before the program starts any thread.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+class Processes:
+    """Every child of a benchmark run; all are killed and reaped on exit."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self._procs):
+            self.stop(proc)
+
+    def spawn(self, argv: list[str], cpu: int | None, **kwargs: Any) -> subprocess.Popen[bytes]:
+        # A session of its own: the terminal's Ctrl-C reaches only the harness,
+        # which then stops the children in order, and killpg gets any workers.
+        proc = subprocess.Popen(
+            argv, preexec_fn=functools.partial(_child_setup, cpu),
+            start_new_session=True, **kwargs,
+        )
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+        if proc in self._procs:
+            self._procs.remove(proc)
+
+
+@dataclass
+class RunningServer:
+    name: str
+    proc: subprocess.Popen[bytes]
+    addr: str
+    log: Path
+
+    def output(self, limit: int = 4000) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        text = text[-limit:].strip()
+        return text or "(no output)"
+
+    def check_alive(self, when: str) -> None:
+        rc = self.proc.poll()
+        if rc is not None:
+            raise HarnessError(
+                f"{self.name} server exited with code {rc} {when}; its output:\n{self.output()}"
+            )
+
+
+def free_tcp_addr() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def try_connect(addr: str, timeout: float) -> bool:
+    if addr.startswith("unix://"):
+        family, target = socket.AF_UNIX, addr[len("unix://"):]
+    else:
+        host, _, port = addr[len("tcp://"):].rpartition(":")
+        family, target = socket.AF_INET, (host, int(port))
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(target)
+        except OSError:
+            return False
+    return True
+
+
+def start_server(
+    procs: Processes, name: str, argv: list[str], addr: str, workdir: Path,
+    cpu: int | None, env: dict[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> RunningServer:
+    """Start a server and wait until it accepts a connection."""
+    log = workdir / f"{name}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        proc = procs.spawn(
+            argv, cpu, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+    server = RunningServer(name, proc, addr, log)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        server.check_alive("before accepting a connection")
+        if try_connect(addr, timeout=0.5):
+            return server
+        if time.monotonic() >= deadline:
+            raise HarnessError(
+                f"{name} server did not accept a connection on {addr} within "
+                f"{ready_timeout:g} s; its output:\n{server.output()}"
+            )
+        time.sleep(0.02)
+
+
+# ---- one run --------------------------------------------------------------
+
+
+def loadgen_target(addr: str) -> list[str]:
+    if addr.startswith("unix://"):
+        return ["--unix", addr[len("unix://"):]]
+    return ["--tcp", addr[len("tcp://"):]]
+
+
+def read_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise HarnessError(f"no VmRSS in /proc/{pid}/status")
+
+
+def read_line(stream: Any, timeout: float) -> bytes:
+    """One line from a pipe, waiting at most `timeout` seconds."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        if not select.select([stream], [], [], remaining)[0]:
+            continue
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def loadgen_failure(server: RunningServer, rc: int | None, stderr: bytes) -> HarnessError:
+    msg = stderr.decode(errors="replace").strip() or "(no message)"
+    status = "timed out" if rc is None else f"exited with code {rc}"
+    return HarnessError(
+        f"load generator {status} against the {server.name} server: {msg}\n"
+        f"{server.name} server output:\n{server.output()}"
+    )
+
+
+def run_load(
+    procs: Processes, loadgen: Path, server: RunningServer, wl: Workload, cfg: Config,
+    cpu: int | None,
+) -> dict[str, Any]:
+    argv = [
+        str(loadgen), *loadgen_target(server.addr),
+        "--conns", str(wl.conns), "--size", str(wl.size), "--depth", str(wl.depth),
+        "--duration", str(cfg.duration), "--warmup", str(cfg.warmup),
+        "--pid", str(server.proc.pid),
+    ]
+    proc = procs.spawn(argv, cpu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=cfg.warmup + cfg.duration + LOADGEN_SLACK_S)
+    except subprocess.TimeoutExpired:
+        raise loadgen_failure(server, None, b"") from None
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise loadgen_failure(server, proc.returncode, err)
+    return json.loads(out)
+
+
+def run_idle(
+    procs: Processes, loadgen: Path, server: RunningServer, conns: int, cpu: int | None,
+) -> dict[str, Any]:
+    """W5: the server's resident memory per idle connection."""
+    rss_before = read_rss_kib(server.proc.pid)
+    argv = [str(loadgen), *loadgen_target(server.addr), "--idle", "--conns", str(conns)]
+    proc = procs.spawn(argv, cpu, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    try:
+        try:
+            line = read_line(proc.stdout, IDLE_SETUP_TIMEOUT_S)
+        except TimeoutError:
+            raise loadgen_failure(server, None, b"") from None
+        if not line:
+            proc.wait(STOP_GRACE_S)
+            raise loadgen_failure(server, proc.returncode, proc.stderr.read())
+        report = json.loads(line)
+        # Every connection has echoed once, so the server has set it up fully.
+        rss_after = read_rss_kib(server.proc.pid)
+        proc.stdin.close()  # releases the connections
+        rc = proc.wait(STOP_GRACE_S + 10)
+        if rc != 0:
+            raise loadgen_failure(server, rc, proc.stderr.read())
+    finally:
+        procs.stop(proc)
+    return {
+        "connections": conns,
+        "setup_s": report["setup_s"],
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "kib_per_conn": (rss_after - rss_before) / conns,
+    }
+
+
+def run_once(
+    procs: Processes, loadgen: Path, workdir: Path, server_name: str, wl: Workload,
+    cfg: Config, idle_conns: int,
+) -> dict[str, Any]:
+    """Fresh server, one measurement, server stopped."""
+    server_cpu, loadgen_cpu = pick_cpus()
+    if cfg.unix:
+        addr = f"unix://{workdir / f'{server_name}-{time.monotonic_ns()}.sock'}"
+    else:
+        addr = free_tcp_addr()
+    spec = SERVERS[server_name]
+    server = start_server(procs, server_name, spec.command(addr), addr, workdir,
+                          server_cpu, spec.env())
+    try:
+        if wl.idle:
+            result = run_idle(procs, loadgen, server, idle_conns, loadgen_cpu)
+        else:
+            result = run_load(procs, loadgen, server, wl, cfg, loadgen_cpu)
+        server.check_alive("during the run")
+    finally:
+        procs.stop(server.proc)
+    return result
+
+
+# ---- statistics -----------------------------------------------------------
+
+
+def stat(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(runs: list[dict[str, Any]], cfg: Config) -> dict[str, dict[str, Any]]:
+    """summary[workload][server] = {metric: {median, min, max}, ..., "ratios": {...}}."""
+    summary: dict[str, dict[str, Any]] = {}
+    for wl_name in cfg.workloads:
+        metrics = IDLE_METRICS if WORKLOADS[wl_name].idle else LOAD_METRICS
+        per_server: dict[str, Any] = {}
+        for srv in cfg.servers:
+            mine = [r for r in runs if r["workload"] == wl_name and r["server"] == srv]
+            if mine:
+                per_server[srv] = {m: stat([r[m] for r in mine]) for m in metrics}
+                per_server[srv]["runs"] = len(mine)
+                if WORKLOADS[wl_name].idle:
+                    per_server[srv]["connections"] = mine[0]["connections"]
+        compared = ("kib_per_conn",) if WORKLOADS[wl_name].idle else (
+            "msgs_per_s", "server_user_us_per_msg")
+        for srv, s in per_server.items():
+            s["ratios"] = {
+                f"{m}_vs_{ref}": ratio(s[m]["median"], per_server[ref][m]["median"])
+                if ref in per_server else None
+                for m in compared for ref in REFERENCES
+            }
+        summary[wl_name] = per_server
+    return summary
+
+
+def ratio(value: float, reference: float) -> float | None:
+    return value / reference if reference > 0 else None
+
+
+# ---- reporting ------------------------------------------------------------
+
+
+def num(v: float | None) -> str:
+    """Compact number: 3 significant digits or so, k/M suffixes."""
+    if v is None:
+        return "-"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def cell(s: dict[str, float]) -> str:
+    if s["min"] == s["max"]:
+        return num(s["median"])
+    return f"{num(s['median'])} [{num(s['min'])}-{num(s['max'])}]"
+
+
+def times(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+LOAD_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/msg",
+               "sys µs/msg", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
+IDLE_HEADER = ["workload", "server", "conns", "KiB/conn", "RSS before KiB", "RSS after KiB",
+               "KiB/uvloop", "KiB/C"]
+
+
+def table_rows(summary: dict[str, dict[str, Any]], idle: bool) -> list[list[str]]:
+    rows = []
+    for wl_name, per_server in summary.items():
+        if WORKLOADS[wl_name].idle != idle:
+            continue
+        for srv, s in per_server.items():
+            r = s["ratios"]
+            if idle:
+                rows.append([wl_name, srv, str(s["connections"]), cell(s["kib_per_conn"]),
+                             "", "", times(r["kib_per_conn_vs_uvloop"]),
+                             times(r["kib_per_conn_vs_c"])])
+            else:
+                rows.append([
+                    wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
+                    cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]),
+                    times(r["msgs_per_s_vs_uvloop"]), times(r["msgs_per_s_vs_c"]),
+                    times(r["server_user_us_per_msg_vs_uvloop"]),
+                    times(r["server_user_us_per_msg_vs_c"]),
+                ])
+    return rows
+
+
+def idle_rss_cells(runs: list[dict[str, Any]], rows: list[list[str]]) -> None:
+    """Fill the RSS before/after columns with the medians of the raw runs."""
+    for row in rows:
+        mine = [r for r in runs if r["workload"] == row[0] and r["server"] == row[1]]
+        row[4] = num(statistics.median(r["rss_before_kib"] for r in mine))
+        row[5] = num(statistics.median(r["rss_after_kib"] for r in mine))
+
+
+def render_text(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip()
+             for line in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    tables = []
+    load_rows = table_rows(results["summary"], idle=False)
+    if load_rows:
+        tables.append((LOAD_HEADER, load_rows))
+    idle_rows = table_rows(results["summary"], idle=True)
+    if idle_rows:
+        idle_rss_cells(results["runs"], idle_rows)
+        tables.append((IDLE_HEADER, idle_rows))
+    return tables
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    cfg = results["config"]
+    out = [
+        f"{cfg['reps']} repetition(s), {cfg['duration']:g} s measured after {cfg['warmup']:g} s "
+        f"warm-up; medians, [min-max] when runs differ.",
+        "thr/X: throughput relative to X (higher is better); user/X and KiB/X: server "
+        "user CPU per message and memory per connection relative to X (lower is better).",
+    ]
+    pin = results["machine"]["pinning"]
+    if pin["server_cpu"] is None:
+        out.append("Not pinned: only one CPU is usable, so server and load generator share it.")
+    else:
+        out.append(f"Server pinned to CPU {pin['server_cpu']}, load generator to CPU "
+                   f"{pin['loadgen_cpu']}.")
+    if results.get("idle_note"):
+        out.append(results["idle_note"])
+    for srv, reason in results["skipped"].items():
+        out.append(f"SKIPPED {srv}: {reason}")
+    return out
+
+
+def write_markdown(path: Path, results: dict[str, Any]) -> None:
+    m = results["machine"]
+    parts = [
+        "# gnetpy benchmark results",
+        "",
+        f"{m['date']} · {m['cpu_model']} ({m['cpu_count']} CPUs) · Linux {m['kernel']} · "
+        f"Python {m['python']} · uvloop {m['uvloop'] or 'n/a'}",
+        "",
+    ]
+    for header, rows in build_tables(results):
+        parts += [render_markdown(header, rows), ""]
+    parts += [f"- {n}" for n in notes(results)]
+    path.write_text("\n".join(parts) + "\n")
+
+
+def write_chart(path: Path, results: dict[str, Any]) -> str | None:
+    """Throughput and user CPU/msg per workload per server; returns why not, if not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not importable (pip install matplotlib); no chart written"
+    summary = results["summary"]
+    load_wls = [w for w in summary if not WORKLOADS[w].idle and summary[w]]
+    idle_wls = [w for w in summary if WORKLOADS[w].idle and summary[w]]
+    panels = [(w, "msgs_per_s", "msgs/s (higher is better)") for w in load_wls]
+    panels_cpu = [(w, "server_user_us_per_msg", "server user CPU µs/msg (lower is better)")
+                  for w in load_wls]
+    panels += [(w, "kib_per_conn", "server KiB per idle conn (lower is better)")
+               for w in idle_wls]
+    cols = len(panels)
+    if cols == 0:
+        return "no results to chart"
+    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.5), squeeze=False)
+    colors = dict(zip(SERVERS, ("tab:green", "tab:blue", "tab:purple", "tab:gray")))
+    for col, (w, metric, label) in enumerate(panels):
+        _bars(axes[0][col], summary[w], metric, label, w, colors)
+        if col < len(panels_cpu):
+            _bars(axes[1][col], summary[w], *panels_cpu[col][1:], w, colors)
+        else:
+            axes[1][col].axis("off")
+    m = results["machine"]
+    fig.suptitle(f"gnetpy benchmarks · {m['cpu_model']} · {m['date']} · "
+                 f"median of {results['config']['reps']}, bars show min-max", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def _bars(ax: Any, per_server: dict[str, Any], metric: str, label: str, title: str,
+          colors: dict[str, str]) -> None:
+    names = list(per_server)
+    med = [per_server[s][metric]["median"] for s in names]
+    lo = [med[i] - per_server[s][metric]["min"] for i, s in enumerate(names)]
+    hi = [per_server[s][metric]["max"] - med[i] for i, s in enumerate(names)]
+    ax.bar(names, med, yerr=[lo, hi], capsize=3, color=[colors[s] for s in names])
+    ax.yaxis.set_major_formatter(lambda v, _pos: num(v))
+    ax.set_title(f"{title}: {WORKLOADS[title].title}", fontsize=8)
+    ax.set_ylabel(label, fontsize=8)
+    ax.tick_params(labelsize=8)
+
+
+# ---- the whole run --------------------------------------------------------
+
+
+def machine_description() -> dict[str, Any]:
+    cpu_model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    try:
+        uvloop_version: str | None = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        uvloop_version = None
+    server_cpu, loadgen_cpu = pick_cpus()
+    return {
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "uvloop": uvloop_version,
+        "clk_tck": os.sysconf("SC_CLK_TCK"),
+        "nofile_hard_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "pinning": {"server_cpu": server_cpu, "loadgen_cpu": loadgen_cpu},
+    }
+
+
+def idle_conn_count(wanted: int) -> tuple[int, str | None]:
+    """W5's N, scaled down if RLIMIT_NOFILE's hard limit is too low for it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or wanted + FD_MARGIN <= hard:
+        return wanted, None
+    n = max(1, hard - FD_MARGIN)
+    return n, (f"W5 used {n} connections instead of {wanted}: the RLIMIT_NOFILE hard "
+               f"limit is {hard} (raise it, e.g. `ulimit -Hn`, for the full count).")
+
+
+def benchmark(cfg: Config) -> dict[str, Any]:
+    skipped = {s: why for s in cfg.servers if (why := SERVERS[s].unavailable())}
+    for srv, why in skipped.items():
+        print(f"SKIPPING {srv}: {why}", file=sys.stderr)
+    ran = dataclasses.replace(cfg, servers=[s for s in cfg.servers if s not in skipped])
+    if not ran.servers:
+        raise HarnessError("none of the requested servers can run here")
+    loadgen = ensure_built("loadgen")
+    if "c" in ran.servers:
+        ensure_built("c_echo")
+    idle_conns, idle_note = idle_conn_count(cfg.idle_conns)
+    if not any(WORKLOADS[w].idle for w in cfg.workloads):
+        idle_note = None
+    if idle_note:
+        print(idle_note, file=sys.stderr)
+
+    runs: list[dict[str, Any]] = []
+    with Processes() as procs, tempfile.TemporaryDirectory(prefix="gnetpy-bench-") as tmp:
+        for wl_name in cfg.workloads:
+            wl = WORKLOADS[wl_name]
+            for rep in range(cfg.reps):
+                for srv in ran.servers:   # interleaved: A B C D A B C D ...
+                    result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns)
+                    runs.append({"workload": wl_name, "server": srv, "rep": rep, **result})
+                    progress(runs[-1], cfg)
+
+    return {
+        "machine": machine_description(),
+        "config": {**dataclasses.asdict(ran), "out": str(cfg.out)},
+        "workloads": {w: dataclasses.asdict(WORKLOADS[w]) for w in cfg.workloads},
+        "skipped": skipped,
+        "idle_note": idle_note,
+        "runs": runs,
+        "summary": summarize(runs, ran),
+    }
+
+
+def progress(run: dict[str, Any], cfg: Config) -> None:
+    head = f"{run['workload']} rep {run['rep'] + 1}/{cfg.reps} {run['server']:8}"
+    if "kib_per_conn" in run:
+        body = f"{run['kib_per_conn']:.2f} KiB/conn over {run['connections']} conns"
+    else:
+        body = (f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_msg'])} us/msg  "
+                f"sys {num(run['server_sys_us_per_msg'])} us/msg  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
+    print(f"{head} {body}", file=sys.stderr, flush=True)
+
+
+def report(results: dict[str, Any], cfg: Config) -> None:
+    """Print the tables and write OUT/{results,quick}.{json,md,png}."""
+    print()
+    for header, rows in build_tables(results):
+        print(render_text(header, rows))
+        print()
+    for n in notes(results):
+        print(n)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    stem = "quick" if cfg.quick else "results"
+    (cfg.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(cfg.out / f"{stem}.md", results)
+    written = [f"{stem}.json", f"{stem}.md"]
+    why_not = write_chart(cfg.out / f"{stem}.png", results)
+    if why_not:
+        print(f"No chart: {why_not}", file=sys.stderr)
+    else:
+        written.append(f"{stem}.png")
+    print(f"Wrote {', '.join(written)} to {cfg.out}")
+
+
+# ---- command line ---------------------------------------------------------
+
+
+def _names(valid: dict[str, Any]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in valid]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(valid)}")
+        return names
+    return parse
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    p = argparse.ArgumentParser(
+        prog="gnetpy bench",
+        description="Echo benchmarks: gnetpy vs asyncio, uvloop and a C epoll server.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="1 repetition, 2 s runs, short warm-up, 2000 idle conns; "
+                        "writes quick.{json,md,png}")
+    p.add_argument("--reps", type=_positive(int), help="repetitions per server (default 5)")
+    p.add_argument("--duration", type=_positive(float),
+                   help="measured seconds per run (default 5)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
+    p.add_argument("--workloads", type=_names(WORKLOADS), default=list(WORKLOADS),
+                   help="comma-separated subset of " + ",".join(WORKLOADS))
+    p.add_argument("--servers", type=_names(SERVERS), default=list(SERVERS),
+                   help="comma-separated subset of " + ",".join(SERVERS))
+    p.add_argument("--idle-conns", type=_positive(int),
+                   help="W5 connection count (default 10000; 2000 with --quick)")
+    p.add_argument("--unix", action="store_true", help="Unix domain sockets instead of TCP")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="output directory (default benchmarks/results)")
+    a = p.parse_args(argv)
+    if a.warmup is not None and a.warmup < 0:
+        p.error("--warmup must be >= 0")
+
+    def pick(value: Any, quick: Any, full: Any) -> Any:
+        return value if value is not None else (quick if a.quick else full)
+
+    return Config(
+        quick=a.quick,
+        reps=pick(a.reps, 1, 5),
+        duration=pick(a.duration, 2.0, 5.0),
+        warmup=pick(a.warmup, 0.5, 1.0),
+        idle_conns=pick(a.idle_conns, 2000, 10_000),
+        workloads=a.workloads,
+        servers=[s for s in SERVERS if s in a.servers],   # fixed interleaving order
+        unix=a.unix,
+        out=a.out,
+    )
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt so children are stopped."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:   # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        with sigterm_unwinds():
+            results = benchmark(cfg)
+    except HarnessError as e:
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Terminated) as e:
+        print("interrupted; all servers and load generators stopped", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM
+    report(results, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
