@@ -19,9 +19,8 @@ import gnetpy  # noqa: E402
 
 
 class Echo(gnetpy.EventHandler):
-    def on_traffic(self, c: gnetpy.Conn) -> gnetpy.Action:
-        c.write(c.next())
-        return gnetpy.Action.NONE
+    def on_traffic(self, c: gnetpy.Conn) -> None:
+        c.write(c.next())  # returning nothing means Action.NONE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,14 +33,16 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .acceptor import Acceptor
-from .conn import CLOSED, CLOSING, OPEN, Callback, Conn
+from .conn import _NOTHING, CLOSED, CLOSING, OPEN, Callback, Conn
 from .errors import ConnClosedError, EngineStoppedError
 from .handler import Action
 from .listener import configure_accepted, format_addr
 from .options import Options
-from .poller import OUT, READ_EVENTS, new_poller
+from .poller import IN, OUT, READ_EVENTS, new_poller
 from .poller.taskqueue import TaskQueue
 from .poller.waker import Waker
+from .readsize import SMALL_READ
+from .readsize import adapt as adapt_read_size
 from .timers import TimerHandle, TimerHeap
 
 if TYPE_CHECKING:
@@ -67,9 +69,7 @@ class EventLoop:
         self._waker = Waker()
         self._tasks = TaskQueue(self._waker, self._logger)
         self._poller.add_listener(self._waker.fd)
-        # The main reactor only accepts: it needs no read buffer.
-        self._read_buffer = bytearray(opts.read_buffer_cap if index >= 0 else 1)
-        self._read_view = memoryview(self._read_buffer)
+        self._read_size = opts.read_buffer_cap
         self._write_chunk = opts.write_buffer_cap
         self._conns: dict[int, Conn] = {}
         self._closing: dict[int, Conn] = {}
@@ -185,15 +185,20 @@ class EventLoop:
     # -- the reactor ---------------------------------------------------------
 
     def _poll_loop(self) -> None:
-        # Hot path: see the module docstring.  Locals only.
+        # Hot path: see the module docstring.  Locals only; the common event
+        # -- a connection that is readable and nothing else -- is matched with
+        # one int comparison (specialised by CPython, unlike ``&``) and served
+        # inline; this block is the inlined twin of ``_read_once``.
         wait = self._poller.wait
-        get_conn = self._conns.get
-        readv = os.readv
-        read_bufs = [self._read_buffer]
-        read_view = self._read_view
+        conns = self._conns
+        read = os.read
+        read_size = self._read_size
+        small_read = SMALL_READ
+        adapt = adapt_read_size
+        nothing = _NOTHING
         on_traffic = self._handler.on_traffic
         on_other_fd = self._on_other_fd
-        on_writable = self._on_writable
+        on_event = self._on_event
         on_leftover = self._deliver_with_leftover
         keep_leftover = self._settle_inbound
         on_raise = self._callback_raised
@@ -204,8 +209,8 @@ class EventLoop:
         busy_read = self._busy_read
         busy_write = self._busy_write
         monotonic = time.monotonic
-        edge_triggered = self._edge_triggered
-        read_edge = self._read_edge
+        # Edge-triggered events go through _on_event (read until drained).
+        readable_only = -1 if self._edge_triggered else IN
         maxevents = 64
 
         while self._running:
@@ -217,44 +222,40 @@ class EventLoop:
                 timeout = -1
             events = wait(timeout, maxevents)
             for fd, ev in events:
-                c = get_conn(fd)
-                if c is None:
+                try:
+                    c = conns[fd]
+                except KeyError:
                     on_other_fd(fd, ev)
                     continue
-                if ev & READ_EVENTS:
-                    if edge_triggered:
-                        read_edge(c)
-                        if c._state:
-                            continue
-                    else:
+                if ev != readable_only:
+                    on_event(c, fd, ev)
+                    continue
+                size = c._read_size
+                try:
+                    data = read(fd, size)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    close(c, exc, False)
+                    continue
+                if data:
+                    if size != small_read or len(data) == size:
+                        adapt(c, len(data), read_size)
+                    if c._src is nothing:
+                        c._src = data
                         try:
-                            n = readv(fd, read_bufs)
-                        except (BlockingIOError, InterruptedError):
-                            n = -1
-                        except OSError as exc:
-                            close(c, exc, False)
+                            action = on_traffic(c)
+                        except Exception as exc:
+                            on_raise(c, exc)
                             continue
-                        if n > 0:
-                            if c._src is read_view:
-                                c._pos = 0
-                                c._end = n
-                                try:
-                                    action = on_traffic(c)
-                                except Exception as exc:
-                                    on_raise(c, exc)
-                                    continue
-                                if c._pos != c._end:
-                                    keep_leftover(c)
-                            else:
-                                action = on_leftover(c, n)
-                            if action:
-                                on_action(c, action)
-                                continue
-                        elif n == 0:
-                            close(c, EOFError("connection closed by the peer"), True)
-                            continue
-                if ev & OUT:
-                    on_writable(c)
+                        if c._src is not nothing:
+                            keep_leftover(c)
+                    else:
+                        action = on_leftover(c, data)
+                    if action:
+                        on_action(c, action)
+                else:
+                    close(c, EOFError("connection closed by the peer"), True)
             if len(events) == maxevents and maxevents < _MAX_EVENTS_CAP:
                 maxevents *= 2
             if doomed:
@@ -263,6 +264,37 @@ class EventLoop:
                 self._resume_busy()
             if timers:
                 self._run_timers()
+
+    def _on_event(self, c: Conn, fd: int, ev: int) -> None:
+        """Any connection event but "readable, nothing else" in level-triggered mode."""
+        if ev & READ_EVENTS:
+            if self._edge_triggered:
+                self._read_edge(c)
+            else:
+                self._read_once(c, fd)
+            if c._state != OPEN:
+                return
+        if ev & OUT and c._out:
+            self._flush(c)
+
+    def _read_once(self, c: Conn, fd: int) -> None:
+        """One read and its delivery (the loop inlines the same steps)."""
+        size = c._read_size
+        try:
+            data = os.read(fd, size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close_conn(c, exc, False)
+            return
+        if not data:
+            self._close_conn(c, EOFError("connection closed by the peer"), True)
+            return
+        if size != SMALL_READ or len(data) == size:
+            adapt_read_size(c, len(data), self._read_size)
+        action = self._deliver_with_leftover(c, data)
+        if action:
+            self._act(c, action)
 
     def _on_other_fd(self, fd: int, ev: int) -> None:
         if fd == self._waker.fd:
@@ -279,77 +311,72 @@ class EventLoop:
 
     # -- read path (beyond the inline case) ----------------------------------
 
-    def _deliver_with_leftover(self, c: Conn, n: int) -> Any:
-        """``on_traffic`` over the leftover in ``c._in`` plus ``n`` new bytes of the read buffer."""
-        if c._src is self._read_view:
-            c._pos = 0
-            c._end = n
-        else:
-            self._append_inbound(c, n)
+    def _deliver_with_leftover(self, c: Conn, data: bytes) -> Any:
+        """``on_traffic`` over what ``c`` has buffered plus ``data`` (empty for a wake-up)."""
+        if c._src is _NOTHING:
+            c._src = data
+        elif data:
+            self._append_inbound(c, data)
         try:
             action = self._handler.on_traffic(c)
         except Exception as exc:
             self._callback_raised(c, exc)
             return None
-        self._settle_inbound(c)
+        if c._src is not _NOTHING:
+            self._settle_inbound(c)
         return action
 
-    def _append_inbound(self, c: Conn, n: int) -> None:
+    def _append_inbound(self, c: Conn, data: bytes) -> None:
         inbound = c._src
         try:
-            inbound += self._read_view[:n]
+            inbound += data
         except BufferError:
             # The handler kept a view from peek(): leave that buffer to it.
-            inbound = c._in = c._src = bytearray(inbound[c._pos:c._end]) + self._read_view[:n]
-            c._pos = 0
-        c._end = len(inbound)
+            c._in = c._src = bytearray(inbound) + data
 
     def _settle_inbound(self, c: Conn) -> None:
         """After ``on_traffic``: keep what the handler left, in the connection's own buffer."""
-        pos, end, src = c._pos, c._end, c._src
-        if src is self._read_view:
-            if pos != end:
-                c._in = c._src = bytearray(src[pos:end])
-                c._pos = 0
-                c._end = end - pos
-        elif pos == end:
+        src, pos = c._src, c._pos
+        if pos >= len(src):
+            c._src = _NOTHING
             c._in = None
-            c._src = self._read_view
-            c._pos = c._end = 0
+        elif src is not c._in:
+            # A fresh read, partly consumed: copy the rest, let the read go.
+            c._in = c._src = bytearray(memoryview(src)[pos:])
         elif pos:
             try:
                 del src[:pos]
             except BufferError:
-                c._in = c._src = bytearray(src[pos:end])
-            c._pos = 0
-            c._end = end - pos
+                c._in = c._src = bytearray(memoryview(src)[pos:])
+        c._pos = 0
 
     def _read_edge(self, c: Conn) -> None:
         """Edge-triggered: read until the socket is drained, within the per-iteration budget."""
         fd = c._fd
         budget = self._opts.edge_triggered_chunk
-        read_bufs = [self._read_buffer]
-        capacity = len(self._read_buffer)
         self._busy_read.pop(fd, None)
         while True:
+            size = c._read_size
             try:
-                n = os.readv(fd, read_bufs)
+                data = os.read(fd, size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._close_conn(c, exc, False)
                 return
-            if n == 0:
+            if not data:
                 self._close_conn(c, EOFError("connection closed by the peer"), True)
                 return
-            action = self._deliver_with_leftover(c, n)
+            if size != SMALL_READ or len(data) == size:
+                adapt_read_size(c, len(data), self._read_size)
+            action = self._deliver_with_leftover(c, data)
             if action:
                 self._act(c, action)
             if c._state != OPEN or c._err is not None:
                 return
-            if n < capacity:
+            if len(data) < size:
                 return  # drained for now: more data will raise a new edge
-            budget -= n
+            budget -= len(data)
             if budget <= 0:
                 self._busy_read[fd] = c  # let the other connections have their turn
                 return
@@ -364,10 +391,6 @@ class EventLoop:
             self._busy_write[c._fd] = c
         elif c._state == OPEN:
             self._poller.modify_read_write(c._fd)
-
-    def _on_writable(self, c: Conn) -> None:
-        if c._out:
-            self._flush(c)
 
     def _flush(self, c: Conn) -> None:
         out = c._out
@@ -565,7 +588,7 @@ class EventLoop:
         if c._state != OPEN:
             self._run_callback(callback, c, ConnClosedError(f"wake: {c!r} is closed"))
             return
-        action = self._deliver_with_leftover(c, 0)
+        action = self._deliver_with_leftover(c, b"")
         if action and c._state == OPEN:
             self._act(c, action)
         self._run_callback(callback, c, None)
