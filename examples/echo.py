@@ -19,6 +19,9 @@ import gnetpy  # noqa: E402
 
 
 class Echo(gnetpy.EventHandler):
+    def on_boot(self, engine: gnetpy.Engine) -> None:
+        logging.getLogger("echo").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
+
     def on_traffic(self, c: gnetpy.Conn) -> None:
         c.write(c.next())  # returning nothing means Action.NONE
 

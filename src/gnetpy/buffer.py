@@ -69,6 +69,9 @@ class OutboundBuffer(list):  # type: ignore[type-arg]
         if budget and self.nbytes > budget:
             pieces = _within(pieces, budget)
         written = os.writev(fd, pieces)
+        # The views _within cut from a bytearray piece must be released before
+        # _drop trims that bytearray in place (BufferError otherwise).
+        del pieces
         self._drop(written)
         return written
 

@@ -14,7 +14,8 @@ import sys
 from typing import Any
 
 from .conn import Conn
-from .engine import run
+from .engine import run, start
+from .errors import GnetError
 from .handler import Action, EventHandler
 from .lb import LoadBalancing
 
@@ -59,9 +60,12 @@ def _echo(args: Any) -> int:
             logging.getLogger("gnetpy").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
             return Action.NONE
 
-    from .engine import start
-    engine = start(LoggingEcho(), addrs, num_event_loop=args.loops, multicore=args.loops == 0,
-                   lb=args.lb, reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+    try:
+        engine = start(LoggingEcho(), addrs, num_event_loop=args.loops, multicore=args.loops == 0,
+                       lb=args.lb, reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+    except (GnetError, OSError, ValueError) as exc:
+        print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
+        return 2
     engine._serve_until_stopped()
     return 0
 

@@ -53,6 +53,7 @@ class Engine:
         self._addresses = [parse_address(a) for a in addrs]  # every address checked before any bind
         self._listeners: list[Listener] = []
         self._primary: list[Listener] = []  # one per address, in the order given
+        self._addrs: list[AddrInfo] = []  # kept: still reported after the listeners close
         self._loops: list[EventLoop] = []
         self._main_reactor: EventLoop | None = None
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
@@ -66,7 +67,7 @@ class Engine:
     @property
     def addrs(self) -> list[AddrInfo]:
         """One entry per address given: ``(host, port)`` for tcp, the path for unix."""
-        return [listener.addr for listener in self._primary]
+        return list(self._addrs)
 
     @property
     def is_running(self) -> bool:
@@ -135,6 +136,7 @@ class Engine:
             first = Listener(address, self._opts)
             self._listeners.append(first)
             self._primary.append(first)
+            self._addrs.append(first.addr)
             if self._per_loop_listeners(address, count):
                 # Every loop binds the port the first one got (port 0 included).
                 port = first.addr[1]  # type: ignore[index]

@@ -18,7 +18,7 @@ import stat
 from typing import Any, Union
 
 from .errors import InvalidAddressError, UnsupportedProtocolError
-from .options import Options
+from .options import MAX_SOCKET_BUFFER, Options, check_keepalive
 
 AddrInfo = Union[tuple[str, int], str]
 
@@ -102,7 +102,8 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int]:
         if ":" in host:
             raise InvalidAddressError(f"address {text!r}: an IPv6 host must be in brackets, "
                                       f"as in tcp://[::1]:9000")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isascii: str.isdigit() is also true for "²", which int() refuses, and for "٨٠".
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise InvalidAddressError(f"address {text!r}: port {port_text!r} is not a number from 0 to 65535")
     return host, int(port_text)
 
@@ -249,9 +250,8 @@ def set_keep_alive(sock: socket.socket, idle: float, interval: float | None = No
     The kernel counts whole seconds; fractions round up so that a short
     positive idle time never becomes 0 (which the kernel rejects).
     """
-    if idle < 0 or (interval is not None and interval < 0) or (count is not None and count < 1):
-        raise ValueError(f"set_keep_alive: idle={idle!r} interval={interval!r} count={count!r}; "
-                         f"accepted: idle >= 0, interval >= 0, count >= 1")
+    check_keepalive(idle, interval, count, ("set_keep_alive: idle=", "set_keep_alive: interval=",
+                                            "set_keep_alive: count="))
     if not idle:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
         return
@@ -280,5 +280,5 @@ def set_bind_to_device(sock: socket.socket, device: str) -> None:
 
 
 def _check_size(name: str, size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"{name}: {size!r}; accepted: a positive number of bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SOCKET_BUFFER:
+        raise ValueError(f"{name}: {size!r}; accepted: a number of bytes from 1 to {MAX_SOCKET_BUFFER}")

@@ -46,7 +46,7 @@ class Options:
         _check_bools(self)
         _check_ints(self)
         self.lb = LoadBalancing.parse(self.lb)
-        if self.processes not in (None, True, False):
+        if self.processes is not None and not isinstance(self.processes, bool):  # not "in": 1 == True
             raise ValueError(f"processes: {self.processes!r}; accepted: None (auto), True, False")
         if self.processes:
             # Worker processes are their own piece of work (see docs/architecture.md).
@@ -87,7 +87,14 @@ class Options:
 _BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "edge_triggered")
 # name -> smallest accepted value
 _INTS = {"num_event_loop": 0, "read_buffer_cap": 1, "write_buffer_cap": 1, "socket_recv_buffer": 0,
-         "socket_send_buffer": 0, "edge_triggered_chunk": 1, "tcp_keep_count": 1}
+         "socket_send_buffer": 0, "edge_triggered_chunk": 1}
+# SO_RCVBUF/SO_SNDBUF are C ints: setsockopt raises OverflowError beyond this.
+MAX_SOCKET_BUFFER = 2**31 - 1
+# Linux's MAX_TCP_KEEPIDLE/MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT.  The kernel
+# refuses more with EINVAL -- at accept time, where it would silently drop
+# every connection -- so larger values are refused up front instead.
+MAX_KEEP_SECONDS = 32767
+MAX_KEEP_COUNT = 127
 
 
 def _check_bools(opts: Options) -> None:
@@ -102,12 +109,29 @@ def _check_ints(opts: Options) -> None:
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}: {value!r}; accepted: an int >= {low}")
+    for name in ("socket_recv_buffer", "socket_send_buffer"):
+        if getattr(opts, name) > MAX_SOCKET_BUFFER:
+            raise ValueError(f"{name}: {getattr(opts, name)!r}; accepted: an int from 0 to {MAX_SOCKET_BUFFER}")
 
 
 def _check_keepalive(opts: Options) -> None:
-    for name in ("tcp_keepalive", "tcp_keep_interval"):
-        value = getattr(opts, name)
-        if value is None and name == "tcp_keep_interval":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name}: {value!r}; accepted: seconds as a number >= 0")
+    check_keepalive(opts.tcp_keepalive, opts.tcp_keep_interval, opts.tcp_keep_count,
+                    ("tcp_keepalive: ", "tcp_keep_interval: ", "tcp_keep_count: "))
+
+
+def check_keepalive(idle: Any, interval: Any, count: Any, labels: tuple[str, str, str]) -> None:
+    """Raise ``ValueError`` for a keep-alive setting the kernel would refuse.
+
+    ``interval`` and ``count`` may be None (their defaults); ``labels`` prefix
+    the bad value in the message ("tcp_keepalive: ", "set_keep_alive: idle=").
+    """
+    for label, value in ((labels[0], idle), (labels[1], interval)):
+        # "not 0 <= value <= max" also refuses NaN.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= MAX_KEEP_SECONDS):
+            raise ValueError(f"{label}{value!r}; accepted: seconds as a number from 0 to {MAX_KEEP_SECONDS}")
+    if idle is None:
+        raise ValueError(f"{labels[0]}None; accepted: seconds as a number from 0 to {MAX_KEEP_SECONDS}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or not 1 <= count <= MAX_KEEP_COUNT):
+        raise ValueError(f"{labels[2]}{count!r}; accepted: an int from 1 to {MAX_KEEP_COUNT}")

@@ -1,0 +1,284 @@
+"""Engine: start/stop/wait, addresses, counts, boot and shutdown hooks, the ticker, signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import gnetpy
+from conftest import WAIT, Recorder, connect, gnetpy_threads, open_fds, recv_exact, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_start_returns_a_running_engine(serve: Any, tmp_path: Any) -> None:
+    engine = serve(Recorder(), ["tcp://127.0.0.1:0", f"unix://{tmp_path}/e.sock", "tcp6://[::1]:0"])
+    assert engine.is_running
+    tcp, unix, tcp6 = engine.addrs
+    assert tcp[0] == "127.0.0.1" and tcp[1] > 0
+    assert unix == f"{tmp_path}/e.sock"
+    assert tcp6[0] == "::1" and tcp6[1] > 0
+    for addr in engine.addrs:
+        with connect(addr) as s:
+            s.sendall(b"hello")
+            assert recv_exact(s, 5) == b"hello"
+
+
+def test_count_connections_across_loops(serve: Any) -> None:
+    engine = serve(Recorder(), num_event_loop=3)
+    clients = [connect(engine.addrs[0]) for _ in range(7)]
+    wait_for(lambda: engine.count_connections() == 7)
+    for s in clients[:4]:
+        s.close()
+    wait_for(lambda: engine.count_connections() == 3)
+    for s in clients[4:]:
+        s.close()
+    wait_for(lambda: engine.count_connections() == 0)
+
+
+def test_stop_is_idempotent_and_wait_returns(serve: Any) -> None:
+    engine = serve(Recorder())
+    assert not engine.wait(0.05)
+    engine.stop()
+    engine.stop()
+    assert engine.wait(0) and not engine.is_running
+    assert "stopped" in repr(engine)
+
+
+def test_context_manager_stops_on_exit() -> None:
+    with gnetpy.start(Recorder(), "tcp://127.0.0.1:0") as engine:
+        addr = engine.addrs[0]
+    assert not engine.is_running
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(addr, timeout=WAIT)
+
+
+def test_stop_from_a_callback_does_not_deadlock(serve: Any) -> None:
+    class StopOnTraffic(Recorder):
+        def __init__(self, engine_ref: list[gnetpy.Engine]) -> None:
+            super().__init__()
+            self.engine_ref = engine_ref
+
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            self.engine_ref[0].stop()  # from the loop itself: starts the stop, returns
+            c.write(b"still writing")
+
+    ref: list[gnetpy.Engine] = []
+    engine = serve(StopOnTraffic(ref))
+    ref.append(engine)
+    with connect(engine.addrs[0]) as s:
+        s.sendall(b"x")
+        assert recv_exact(s, 13) == b"still writing"
+    assert engine.wait(WAIT)
+
+
+def test_boot_and_shutdown_hooks(serve: Any) -> None:
+    events: list[Any] = []
+
+    class Hooks(Recorder):
+        def on_boot(self, engine: gnetpy.Engine) -> Any:
+            events.append(("boot", engine.addrs[0][1] > 0, engine.is_running))
+
+        def on_close(self, c: gnetpy.Conn, err: Any) -> Any:
+            events.append(("close", err))
+
+        def on_shutdown(self, engine: gnetpy.Engine) -> None:
+            events.append(("shutdown", threading.current_thread().name))
+
+    engine = serve(Hooks())
+    s = connect(engine.addrs[0])
+    wait_for(lambda: engine.count_connections() == 1)
+    engine.stop()
+    s.close()
+    # on_shutdown runs last, after every connection was closed (err None: a local close).
+    assert events == [("boot", True, False), ("close", None), ("shutdown", "gnetpy-stop")]
+
+
+def test_on_boot_error_propagates_and_releases_everything(tmp_path: Any) -> None:
+    class Broken(gnetpy.EventHandler):
+        def on_boot(self, engine: gnetpy.Engine) -> Any:
+            raise RuntimeError("no config")
+
+    fds = open_fds()
+    with pytest.raises(RuntimeError, match="no config"):
+        gnetpy.start(Broken(), ["tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"], num_event_loop=2)
+    assert open_fds() == fds
+    assert not (tmp_path / "b.sock").exists()
+    assert gnetpy_threads() == []
+
+
+def test_bind_failure_releases_earlier_listeners(tmp_path: Any) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    fds = open_fds()
+    try:
+        with pytest.raises(OSError, match="cannot bind"):
+            gnetpy.start(Recorder(), [f"unix://{tmp_path}/first.sock", f"tcp://127.0.0.1:{taken.getsockname()[1]}"])
+        assert open_fds() == fds
+        assert not (tmp_path / "first.sock").exists()
+    finally:
+        taken.close()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="EventHandler"):
+        gnetpy.start(object(), "tcp://127.0.0.1:0")  # type: ignore[arg-type]
+    with pytest.raises(gnetpy.InvalidAddressError, match="nowhere"):
+        gnetpy.start(Recorder(), "tcp://nowhere")
+    with pytest.raises(gnetpy.UnsupportedProtocolError, match="http://x:1"):
+        gnetpy.start(Recorder(), "http://x:1")
+    with pytest.raises(ValueError, match="at least one address"):
+        gnetpy.start(Recorder(), [])
+    with pytest.raises(TypeError, match="rotate"):
+        gnetpy.run(Recorder(), ["tcp://127.0.0.1:0"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown option"):
+        gnetpy.start(Recorder(), "tcp://127.0.0.1:0", num_loops=2)
+
+
+def test_options_object(serve: Any) -> None:
+    opts = gnetpy.Options(num_event_loop=2, lb="least-connections")
+    engine = serve(Recorder(), options=opts, reuse_addr=True)
+    assert len(engine.event_loops) == 2
+
+
+class Ticker(gnetpy.EventHandler):
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+        self.ticks: list[str] = []
+
+    def on_tick(self) -> Any:
+        self.ticks.append(threading.current_thread().name)
+        if not self.results:
+            return 0.01
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def test_ticker_runs_on_loop_zero_first_at_start(serve: Any) -> None:
+    handler = Ticker([0.01] * 5)
+    serve(handler, ticker=True, num_event_loop=3)
+    wait_for(lambda: len(handler.ticks) >= 5)
+    assert set(handler.ticks) == {"gnetpy-loop-0"}
+
+
+def test_ticker_delay_is_respected(serve: Any) -> None:
+    handler = Ticker([0.3, 0.3])
+    started = time.monotonic()
+    serve(handler, ticker=True)
+    wait_for(lambda: len(handler.ticks) >= 3)
+    assert time.monotonic() - started >= 0.55
+
+
+def test_ticker_survives_errors_and_bad_results(serve: Any, caplog: Any) -> None:
+    handler = Ticker([RuntimeError("tick failed"), "soon", (0.01, gnetpy.Action.NONE)])
+    with caplog.at_level(logging.ERROR, logger="gnetpy"):
+        serve(handler, ticker=True)
+        # After an error the ticker retries after 1 s; the third tick proves it went on.
+        wait_for(lambda: len(handler.ticks) >= 4, timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("on_tick raised" in m for m in messages)
+    assert any("expected seconds" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_ticker_shutdown_flushes_queued_writes(serve: Any) -> None:
+    """Action.SHUTDOWN from on_tick stops the engine after queued writes are flushed."""
+    size = 8 << 20
+    conns: list[gnetpy.Conn] = []
+
+    class TickStop(Recorder):
+        def on_open(self, c: gnetpy.Conn) -> Any:
+            conns.append(c)
+            c.write(b"t" * size)
+
+        def on_tick(self) -> Any:
+            return (0.01, gnetpy.Action.SHUTDOWN if conns else gnetpy.Action.NONE)
+
+    engine = serve(TickStop(), ticker=True)
+    with connect(engine.addrs[0]) as s:
+        got = bytearray()
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    assert len(got) == size
+    assert engine.wait(WAIT)
+
+
+SIGNAL_SERVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {src!r})
+    import gnetpy
+
+    class Echo(gnetpy.EventHandler):
+        def on_boot(self, engine):
+            print(engine.addrs[0][1], flush=True)
+        def on_traffic(self, c):
+            c.write(c.next())
+        def on_shutdown(self, engine):
+            print("shutdown", flush=True)
+
+    gnetpy.run(Echo(), "tcp://127.0.0.1:0", num_event_loop=2)
+    print("returned", flush=True)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_stops_gracefully_on_signal(tmp_path: Any, sig: signal.Signals) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(SIGNAL_SERVER.format(src=os.path.join(ROOT, "src")))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"ping")
+            assert recv_exact(s, 4) == b"ping"
+            proc.send_signal(sig)
+            assert s.recv(10) == b""  # closed by the graceful stop
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    assert out.split() == ["shutdown", "returned"]
+
+
+def test_rotate_serves_several_addresses_until_stopped(tmp_path: Any) -> None:
+    class StopViaConn(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.write(c.next())
+            return gnetpy.Action.SHUTDOWN
+
+    path = tmp_path / "r.sock"
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    port = port_holder.getsockname()[1]
+    port_holder.close()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (gnetpy.rotate(StopViaConn(), [f"tcp://127.0.0.1:{port}",
+                                                                           f"unix://{path}"]), done.set()))
+    thread.start()
+    try:
+        wait_for(path.exists)
+        with connect(str(path)) as s:
+            s.sendall(b"bye")
+            assert recv_exact(s, 3) == b"bye"
+        assert done.wait(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert not path.exists()
