@@ -239,7 +239,7 @@ class EventLoop:
                     close(c, exc, False)
                     continue
                 if data:
-                    if size != small_read or len(data) == size:
+                    if len(data) == size if size == small_read else len(data) <= small_read:
                         adapt(c, len(data), read_size)
                     if c._src is nothing:
                         c._src = data
@@ -290,7 +290,7 @@ class EventLoop:
         if not data:
             self._close_conn(c, EOFError("connection closed by the peer"), True)
             return
-        if size != SMALL_READ or len(data) == size:
+        if len(data) == size if size == SMALL_READ else len(data) <= SMALL_READ:
             adapt_read_size(c, len(data), self._read_size)
         action = self._deliver_with_leftover(c, data)
         if action:
@@ -367,7 +367,7 @@ class EventLoop:
             if not data:
                 self._close_conn(c, EOFError("connection closed by the peer"), True)
                 return
-            if size != SMALL_READ or len(data) == size:
+            if len(data) == size if size == SMALL_READ else len(data) <= SMALL_READ:
                 adapt_read_size(c, len(data), self._read_size)
             action = self._deliver_with_leftover(c, data)
             if action:

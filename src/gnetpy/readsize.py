@@ -11,7 +11,7 @@ So, like Netty's adaptive receive buffer, a connection starts by reading at
 most ``SMALL_READ`` bytes; a read that fills that switches it to the full
 ``read_buffer_cap`` (the rest of a large message arrives with the next
 read, which level-triggered polling reports at once); after
-``SHRINK_AFTER`` reads in a row that would have fit the small size, it goes
+``SHRINK_AFTER`` reads that would have fit the small size, it goes
 back.  The hysteresis keeps a connection whose messages alternate around the
 threshold from splitting every large one.
 """
@@ -30,14 +30,19 @@ SHRINK_AFTER = 4
 
 
 def adapt(c: Conn, got: int, large: int) -> None:
-    """After a read of ``got`` bytes in large mode, or one that filled the small size."""
+    """After a read of ``got`` bytes: grow on a full small read, shrink after small large-mode reads.
+
+    The event loop inlines the common cases (a small read that did not fill
+    its buffer; a large-mode read above ``SMALL_READ``) and calls this only
+    for the others.  The shrink counter restarts whenever the connection
+    grows again, so it counts small reads since the last burst.
+    """
     if c._read_size == SMALL_READ:
-        c._read_size = large  # a full small read: more is (probably) waiting
+        if got == SMALL_READ:
+            c._read_size = large
+            c._small_reads = 0
         return
-    if got > SMALL_READ:
-        c._small_reads = 0
-        return
-    c._small_reads += 1
-    if c._small_reads >= SHRINK_AFTER:
-        c._read_size = SMALL_READ
-        c._small_reads = 0
+    if got <= SMALL_READ:
+        c._small_reads += 1
+        if c._small_reads >= SHRINK_AFTER:
+            c._read_size = SMALL_READ
