@@ -277,24 +277,28 @@ class EventLoop:
         if ev & OUT and c._out:
             self._flush(c)
 
-    def _read_once(self, c: Conn, fd: int) -> None:
-        """One read and its delivery (the loop inlines the same steps)."""
+    def _read_once(self, c: Conn, fd: int) -> int:
+        """One read and its delivery (the loop inlines the same steps); returns the bytes read.
+
+        0 means nothing was read: the socket had nothing, or the connection closed.
+        """
         size = c._read_size
         try:
             data = os.read(fd, size)
         except (BlockingIOError, InterruptedError):
-            return
+            return 0
         except OSError as exc:
             self._close_conn(c, exc, False)
-            return
+            return 0
         if not data:
             self._close_conn(c, EOFError("connection closed by the peer"), True)
-            return
+            return 0
         if len(data) == size if size == SMALL_READ else len(data) <= SMALL_READ:
             adapt_read_size(c, len(data), self._read_size)
         action = self._deliver_with_leftover(c, data)
         if action:
             self._act(c, action)
+        return len(data)
 
     def _on_other_fd(self, fd: int, ev: int) -> None:
         if fd == self._waker.fd:
@@ -357,26 +361,12 @@ class EventLoop:
         self._busy_read.pop(fd, None)
         while True:
             size = c._read_size
-            try:
-                data = os.read(fd, size)
-            except (BlockingIOError, InterruptedError):
+            got = self._read_once(c, fd)
+            if not got or c._state != OPEN or c._err is not None:
                 return
-            except OSError as exc:
-                self._close_conn(c, exc, False)
-                return
-            if not data:
-                self._close_conn(c, EOFError("connection closed by the peer"), True)
-                return
-            if len(data) == size if size == SMALL_READ else len(data) <= SMALL_READ:
-                adapt_read_size(c, len(data), self._read_size)
-            action = self._deliver_with_leftover(c, data)
-            if action:
-                self._act(c, action)
-            if c._state != OPEN or c._err is not None:
-                return
-            if len(data) < size:
+            if got < size:
                 return  # drained for now: more data will raise a new edge
-            budget -= len(data)
+            budget -= got
             if budget <= 0:
                 self._busy_read[fd] = c  # let the other connections have their turn
                 return
