@@ -49,10 +49,10 @@ class OutboundBuffer(list):  # type: ignore[type-arg]
         if not size:
             return 0
         tail = self[-1] if self else None
-        if tail.__class__ is bytearray and len(tail) + size <= self.chunk_cap:
-            tail += data
-        elif immutable and size >= SMALL:
+        if immutable and size >= SMALL:
             self.append(data)
+        elif tail.__class__ is bytearray and len(tail) + size <= self.chunk_cap:
+            tail += data
         else:
             self.append(bytearray(data))
         self.nbytes += size
