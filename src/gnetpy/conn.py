@@ -45,7 +45,6 @@ from . import listener as _sockopts
 from .buffer import IOV_MAX, OutboundBuffer
 from .errors import ConnClosedError, ShortBufferError, UnsupportedProtocolError
 from .listener import AddrInfo, format_addr
-from .readsize import SMALL_READ
 
 if TYPE_CHECKING:
     from .eventloop import EventLoop
@@ -71,7 +70,7 @@ class Conn:
         self._pos = 0
         self._in: bytearray | None = None
         # Adaptive read size, managed by the loop (see readsize.py).
-        self._read_size = SMALL_READ
+        self._read_size = loop._small_read
         self._small_reads = 0
         self._out: OutboundBuffer = _NOTHING_QUEUED
         self._state = OPEN

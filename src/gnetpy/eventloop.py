@@ -70,6 +70,7 @@ class EventLoop:
         self._tasks = TaskQueue(self._waker, self._logger)
         self._poller.add_listener(self._waker.fd)
         self._read_size = opts.read_buffer_cap
+        self._small_read = min(SMALL_READ, opts.read_buffer_cap)
         self._write_chunk = opts.write_buffer_cap
         self._conns: dict[int, Conn] = {}
         self._closing: dict[int, Conn] = {}
@@ -193,7 +194,7 @@ class EventLoop:
         conns = self._conns
         read = os.read
         read_size = self._read_size
-        small_read = SMALL_READ
+        small_read = self._small_read
         adapt = adapt_read_size
         nothing = _NOTHING
         on_traffic = self._handler.on_traffic
@@ -240,7 +241,7 @@ class EventLoop:
                     continue
                 if data:
                     if len(data) == size if size == small_read else len(data) <= small_read:
-                        adapt(c, len(data), read_size)
+                        adapt(c, len(data), small_read, read_size)
                     if c._src is nothing:
                         c._src = data
                         try:
@@ -293,8 +294,9 @@ class EventLoop:
         if not data:
             self._close_conn(c, EOFError("connection closed by the peer"), True)
             return 0
-        if len(data) == size if size == SMALL_READ else len(data) <= SMALL_READ:
-            adapt_read_size(c, len(data), self._read_size)
+        small = self._small_read
+        if len(data) == size if size == small else len(data) <= small:
+            adapt_read_size(c, len(data), small, self._read_size)
         action = self._deliver_with_leftover(c, data)
         if action:
             self._act(c, action)

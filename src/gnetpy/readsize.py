@@ -29,20 +29,22 @@ SMALL_READ = 512 - sys.getsizeof(b"")
 SHRINK_AFTER = 4
 
 
-def adapt(c: Conn, got: int, large: int) -> None:
+def adapt(c: Conn, got: int, small: int, large: int) -> None:
     """After a read of ``got`` bytes: grow on a full small read, shrink after small large-mode reads.
 
-    The event loop inlines the common cases (a small read that did not fill
-    its buffer; a large-mode read above ``SMALL_READ``) and calls this only
-    for the others.  The shrink counter restarts whenever the connection
-    grows again, so it counts small reads since the last burst.
+    ``small`` is ``SMALL_READ``, or ``read_buffer_cap`` when that is smaller
+    (then both sizes are the same and nothing ever changes).  The event loop
+    inlines the common cases (a small read that did not fill its buffer; a
+    large-mode read above ``small``) and calls this only for the others.
+    The shrink counter restarts whenever the connection grows again, so it
+    counts small reads since the last burst.
     """
-    if c._read_size == SMALL_READ:
-        if got == SMALL_READ:
+    if c._read_size == small:
+        if got == small:
             c._read_size = large
             c._small_reads = 0
         return
-    if got <= SMALL_READ:
+    if got <= small:
         c._small_reads += 1
         if c._small_reads >= SHRINK_AFTER:
-            c._read_size = SMALL_READ
+            c._read_size = small
