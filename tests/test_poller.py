@@ -370,7 +370,7 @@ def test_at_most_ordinary_limit_per_run_and_the_rest_rearms(cwaker: CountingWake
 
 def test_one_eventfd_write_per_batch(cwaker: CountingWaker) -> None:
     q = TaskQueue(cwaker, LOG)
-    for i in range(100):
+    for _ in range(100):
         q.push(lambda: None)
         q.push_urgent(lambda: None)
     assert cwaker.wakes == 1

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .conn import Conn
-from .engine import run, start
+from .engine import run, serve_forever
 from .errors import GnetError
 from .handler import Action, EventHandler
 from .lb import LoadBalancing
@@ -61,12 +61,11 @@ def _echo(args: Any) -> int:
             return Action.NONE
 
     try:
-        engine = start(LoggingEcho(), addrs, num_event_loop=args.loops, multicore=args.loops == 0,
-                       lb=args.lb, reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+        serve_forever(LoggingEcho(), addrs, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
+                      reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
     except (GnetError, OSError, ValueError) as exc:
         print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
         return 2
-    engine._serve_until_stopped()
     return 0
 
 

@@ -49,7 +49,7 @@ class Engine:
             raise ValueError("addrs: give at least one address, e.g. 'tcp://127.0.0.1:9000'")
         self._handler = handler
         self._opts = opts
-        self._logger = opts.logger
+        self._logger = opts.log
         self._addresses = [parse_address(a) for a in addrs]  # every address checked before any bind
         self._listeners: list[Listener] = []
         self._primary: list[Listener] = []  # one per address, in the order given
@@ -139,7 +139,7 @@ class Engine:
             self._addrs.append(first.addr)
             if self._per_loop_listeners(address, count):
                 # Every loop binds the port the first one got (port 0 included).
-                port = first.addr[1]  # type: ignore[index]
+                port = int(first.addr[1])
                 same_port = Address(address.text, address.network, address.family, host=address.host,
                                     port=port, v6only=address.v6only)
                 for _ in range(count - 1):
@@ -210,27 +210,57 @@ class Engine:
         for listener in self._listeners:
             listener.close()
 
-    # -- run() in the main thread ------------------------------------------------
-
     def _serve_until_stopped(self) -> None:
-        """Block until the engine stops; in the main thread, SIGINT/SIGTERM stop it gracefully."""
-        if threading.current_thread() is not threading.main_thread():
-            self.wait()
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        """Block until the engine stops (short waits keep signal handlers prompt)."""
+        while not self.wait(0.5):
+            pass
 
-        def on_signal(signum: int, frame: Any) -> None:
-            self._logger.info("gnetpy: %s received; stopping", signal.Signals(signum).name)
-            self._request_stop()
 
-        try:
-            for sig in previous:
-                signal.signal(sig, on_signal)
-            while not self.wait(0.5):  # short waits keep signal handlers prompt
-                pass
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+class _StopOnSignals:
+    """In the main thread, SIGINT/SIGTERM start a graceful stop of the engine.
+
+    The handlers are installed *before* the engine boots, so a signal that
+    arrives while it boots (or just after, before anything else runs) is not
+    lost to the default action; it stops the engine as soon as there is one.
+    The previous handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+        if self._received is not None:
+            self._on_signal(self._received, None)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._received = signum
+        if self._engine is not None:
+            self._engine._logger.info("gnetpy: %s received; stopping", signal.Signals(signum).name)
+            self._engine._request_stop()
+
+
+def serve_forever(handler: EventHandler, addrs: str | Iterable[str], options: Options | None = None,
+                  **kwargs: Any) -> None:
+    """``start`` and block until the engine stops; SIGINT/SIGTERM stop it when in the main thread."""
+    with _StopOnSignals() as signals:
+        engine = start(handler, addrs, options=options, **kwargs)
+        signals.attach(engine)
+        engine._serve_until_stopped()
 
 
 def _constant(loop: EventLoop) -> Any:
@@ -253,9 +283,9 @@ def run(handler: EventHandler, addr: str, *, options: Options | None = None, **k
     """Serve ``addr`` until the engine stops (``Action.SHUTDOWN``, ``stop()``, SIGINT/SIGTERM)."""
     if not isinstance(addr, str):
         raise TypeError(f"addr: expected one address string, got {type(addr).__name__} (use rotate() for several)")
-    start(handler, addr, options=options, **kwargs)._serve_until_stopped()
+    serve_forever(handler, addr, options, **kwargs)
 
 
 def rotate(handler: EventHandler, addrs: Iterable[str], *, options: Options | None = None, **kwargs: Any) -> None:
     """Serve several addresses (tcp and unix mixed) with one engine until it stops."""
-    start(handler, _addr_list(addrs), options=options, **kwargs)._serve_until_stopped()
+    serve_forever(handler, _addr_list(addrs), options, **kwargs)

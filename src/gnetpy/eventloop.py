@@ -62,7 +62,7 @@ class EventLoop:
         self.index = index
         self._engine = engine
         self._opts = opts
-        self._logger = opts.logger
+        self._logger = opts.log
         self._handler = handler
         self._poller = new_poller(opts.poller, opts.edge_triggered)
         self._edge_triggered = self._poller.edge_triggered
@@ -342,16 +342,17 @@ class EventLoop:
 
     def _settle_inbound(self, c: Conn) -> None:
         """After ``on_traffic``: keep what the handler left, in the connection's own buffer."""
-        src, pos = c._src, c._pos
+        src: Any = c._src
+        pos = c._pos
         if pos >= len(src):
             c._src = _NOTHING
             c._in = None
-        elif src is not c._in:
+        elif src.__class__ is bytes:
             # A fresh read, partly consumed: copy the rest, let the read go.
             c._in = c._src = bytearray(memoryview(src)[pos:])
         elif pos:
             try:
-                del src[:pos]
+                del src[:pos]  # the leftover buffer, c._in
             except BufferError:
                 c._in = c._src = bytearray(memoryview(src)[pos:])
         c._pos = 0

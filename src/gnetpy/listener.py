@@ -127,7 +127,7 @@ def _resolve(text: str, host: str, port: int, family: int) -> tuple[str, int]:
     # clients given the same name try first on most systems.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     found_family, _, _, _, sockaddr = infos[0]
-    return sockaddr[0], found_family
+    return str(sockaddr[0]), int(found_family)
 
 
 def format_addr(sockaddr: Any) -> AddrInfo:

@@ -60,6 +60,11 @@ class Options:
         if self.logger is None:
             self.logger = logging.getLogger("gnetpy")
 
+    @property
+    def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
+        """The logger to use (``logger``, or the "gnetpy" logger when none was given)."""
+        return self.logger if self.logger is not None else logging.getLogger("gnetpy")
+
     @classmethod
     def build(cls, options: Options | None = None, **overrides: Any) -> Options:
         """``options`` (or the defaults) with keyword ``overrides`` applied."""

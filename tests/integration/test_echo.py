@@ -10,7 +10,6 @@ async_write from a thread pool.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import random
 from typing import Any
 

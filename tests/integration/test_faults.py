@@ -62,7 +62,7 @@ def test_raising_handler_closes_only_its_connection(serve: Any, caplog: Any) -> 
                     s.sendall(b"still here\n")
                     assert recv_exact(s, 11) == b"still here\n"
             wait_for(lambda: len(handler.closed) == 3)
-        for c, err in handler.closed:
+        for _, err in handler.closed:
             assert isinstance(err, Boom) and str(err) == "message 10"
         assert sum("callback raised" in r.getMessage() for r in caplog.records) == 3
         assert all(r.exc_info and r.exc_info[0] is Boom for r in caplog.records if "callback raised" in r.getMessage())
