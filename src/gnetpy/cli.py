@@ -14,16 +14,18 @@ import sys
 from typing import Any
 
 from .conn import Conn
-from .engine import run, serve_forever
+from .engine import Engine, serve_forever
 from .errors import GnetError
-from .handler import Action, EventHandler
+from .handler import EventHandler
 from .lb import LoadBalancing
 
 
 class Echo(EventHandler):
-    def on_traffic(self, c: Conn) -> Action:
+    def on_boot(self, engine: Engine) -> None:
+        logging.getLogger("gnetpy").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
+
+    def on_traffic(self, c: Conn) -> None:
         c.write(c.next())
-        return Action.NONE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,13 +57,8 @@ def _echo(args: Any) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     addrs = args.addr or ["tcp://127.0.0.1:9000"]
 
-    class LoggingEcho(Echo):
-        def on_boot(self, engine: Any) -> Action:
-            logging.getLogger("gnetpy").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
-            return Action.NONE
-
     try:
-        serve_forever(LoggingEcho(), addrs, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
+        serve_forever(Echo(), addrs, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
                       reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
     except (GnetError, OSError, ValueError) as exc:
         print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
@@ -87,4 +84,4 @@ def _bench(args: list[str]) -> int:
     return int(module.main(args) or 0)
 
 
-__all__ = ["main", "run"]
+__all__ = ["main"]

@@ -210,11 +210,6 @@ class Engine:
         for listener in self._listeners:
             listener.close()
 
-    def _serve_until_stopped(self) -> None:
-        """Block until the engine stops (short waits keep signal handlers prompt)."""
-        while not self.wait(0.5):
-            pass
-
 
 class _StopOnSignals:
     """In the main thread, SIGINT/SIGTERM start a graceful stop of the engine.
@@ -260,7 +255,8 @@ def serve_forever(handler: EventHandler, addrs: str | Iterable[str], options: Op
     with _StopOnSignals() as signals:
         engine = start(handler, addrs, options=options, **kwargs)
         signals.attach(engine)
-        engine._serve_until_stopped()
+        while not engine.wait(0.5):  # short waits keep the signal handlers prompt
+            pass
 
 
 def _constant(loop: EventLoop) -> Any:

@@ -200,7 +200,7 @@ class EventLoop:
         on_traffic = self._handler.on_traffic
         on_other_fd = self._on_other_fd
         on_event = self._on_event
-        on_leftover = self._deliver_with_leftover
+        deliver = self._deliver
         keep_leftover = self._settle_inbound
         on_raise = self._callback_raised
         on_action = self._act
@@ -252,7 +252,7 @@ class EventLoop:
                         if c._src is not nothing:
                             keep_leftover(c)
                     else:
-                        action = on_leftover(c, data)
+                        action = deliver(c, data)
                     if action:
                         on_action(c, action)
                 else:
@@ -297,7 +297,7 @@ class EventLoop:
         small = self._small_read
         if len(data) == size if size == small else len(data) <= small:
             adapt_read_size(c, len(data), small, self._read_size)
-        action = self._deliver_with_leftover(c, data)
+        action = self._deliver(c, data)
         if action:
             self._act(c, action)
         return len(data)
@@ -317,7 +317,7 @@ class EventLoop:
 
     # -- read path (beyond the inline case) ----------------------------------
 
-    def _deliver_with_leftover(self, c: Conn, data: bytes) -> Any:
+    def _deliver(self, c: Conn, data: bytes) -> Any:
         """``on_traffic`` over what ``c`` has buffered plus ``data`` (empty for a wake-up)."""
         if c._src is _NOTHING:
             c._src = data
@@ -581,7 +581,7 @@ class EventLoop:
         if c._state != OPEN:
             self._run_callback(callback, c, ConnClosedError(f"wake: {c!r} is closed"))
             return
-        action = self._deliver_with_leftover(c, b"")
+        action = self._deliver(c, b"")
         if action and c._state == OPEN:
             self._act(c, action)
         self._run_callback(callback, c, None)
