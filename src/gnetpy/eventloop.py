@@ -210,6 +210,7 @@ class EventLoop:
         busy_read = self._busy_read
         busy_write = self._busy_write
         monotonic = time.monotonic
+        length = len
         # Edge-triggered events go through _on_event (read until drained).
         readable_only = -1 if self._edge_triggered else IN
         maxevents = 64
@@ -240,8 +241,8 @@ class EventLoop:
                     close(c, exc, False)
                     continue
                 if data:
-                    if len(data) == size if size == small_read else len(data) <= small_read:
-                        adapt(c, len(data), small_read, read_size)
+                    if length(data) == size if size == small_read else length(data) <= small_read:
+                        adapt(c, length(data), small_read, read_size)
                     if c._src is nothing:
                         c._src = data
                         try:
@@ -263,7 +264,7 @@ class EventLoop:
                 self._close_doomed()
             if busy_read or busy_write:
                 self._resume_busy()
-            if timers:
+            if timers and timers[0][0] <= monotonic():
                 self._run_timers()
 
     def _on_event(self, c: Conn, fd: int, ev: int) -> None:

@@ -30,37 +30,36 @@ class TimerHandle:
         return f"<TimerHandle {getattr(self.fn, '__qualname__', self.fn)!r} {state}>"
 
 
-class TimerHeap:
-    __slots__ = ("_heap", "_seq")
+class TimerHeap(list):  # type: ignore[type-arg]
+    """A heap of ``(when, seq, handle)``.
+
+    A ``list`` subclass so that the event loop's "any timers?" and "is the
+    earliest one due?" (``heap[0][0]``), asked on every iteration, are C-level
+    operations rather than Python method calls.
+    """
+
+    __slots__ = ("_seq",)
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, TimerHandle]] = []
+        super().__init__()
         self._seq = itertools.count()  # ties run in the order they were scheduled
 
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
     def schedule(self, handle: TimerHandle) -> TimerHandle:
-        heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+        heapq.heappush(self, (handle.when, next(self._seq), handle))
         return handle
 
     def timeout(self, now: float) -> float:
         """Seconds until the earliest live timer (0 if due), -1 if there is none."""
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
-        if not heap:
+        while self and self[0][2].cancelled:
+            heapq.heappop(self)
+        if not self:
             return -1
-        return max(0.0, heap[0][0] - now)
+        return max(0.0, self[0][0] - now)
 
     def pop_due(self, now: float) -> list[TimerHandle]:
         due = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            handle = heapq.heappop(heap)[2]
+        while self and self[0][0] <= now:
+            handle = heapq.heappop(self)[2]
             if not handle.cancelled:
                 due.append(handle)
         return due
-
-    def clear(self) -> None:
-        self._heap.clear()
