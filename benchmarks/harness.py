@@ -43,6 +43,7 @@ REPO_ROOT = BENCH_DIR.parent
 BUILD_DIR = BENCH_DIR / "build"
 GNETPY_ECHO = REPO_ROOT / "examples" / "echo.py"
 ASYNCIO_ECHO = BENCH_DIR / "servers" / "asyncio_echo.py"
+FLOOR_ECHO = BENCH_DIR / "servers" / "floor_echo.py"
 DEFAULT_OUT = BENCH_DIR / "results"
 
 READY_TIMEOUT_S = 10.0       # a server must accept a connection within this
@@ -129,8 +130,15 @@ SERVERS = {
             lambda addr: [str(BUILD_DIR / "c_echo"), "--addr", addr],
             lambda: None,
         ),
+        # On request only: gnetpy's call shape without its guarantees (see the file).
+        Server(
+            "floor",
+            lambda addr: [sys.executable, str(FLOOR_ECHO), "--addr", addr],
+            lambda: None,
+        ),
     )
 }
+DEFAULT_SERVERS = ["gnetpy", "asyncio", "uvloop", "c"]
 
 LOAD_METRICS = (
     "msgs_per_s",
@@ -627,7 +635,7 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
     if cols == 0:
         return "no results to chart"
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.5), squeeze=False)
-    colors = dict(zip(SERVERS, ("tab:green", "tab:blue", "tab:purple", "tab:gray")))
+    colors = dict(zip(SERVERS, ("tab:green", "tab:blue", "tab:purple", "tab:gray", "tab:olive")))
     for col, (w, metric, label) in enumerate(panels):
         _bars(axes[0][col], summary[w], metric, label, w, colors)
         if col < len(panels_cpu):
@@ -804,8 +812,9 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
     p.add_argument("--workloads", type=_names(WORKLOADS), default=list(WORKLOADS),
                    help="comma-separated subset of " + ",".join(WORKLOADS))
-    p.add_argument("--servers", type=_names(SERVERS), default=list(SERVERS),
-                   help="comma-separated subset of " + ",".join(SERVERS))
+    p.add_argument("--servers", type=_names(SERVERS), default=DEFAULT_SERVERS,
+                   help="comma-separated subset of " + ",".join(SERVERS)
+                   + " (default: all but floor, which is a measuring stick; see benchmarks/README.md)")
     p.add_argument("--idle-conns", type=_positive(int),
                    help="W5 connection count (default 10000; 2000 with --quick)")
     p.add_argument("--unix", action="store_true", help="Unix domain sockets instead of TCP")

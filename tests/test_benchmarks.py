@@ -93,6 +93,15 @@ def test_harness_end_to_end_gnetpy(tmp_path: Path, capsys: pytest.CaptureFixture
     assert results["skipped"] == {}
 
 
+def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    results, printed = run_harness(tmp_path, "floor,c", capsys)
+    check_results(results, printed, ["c", "floor"])  # the fixed interleaving order
+    assert "floor" not in harness.DEFAULT_SERVERS
+    assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - {"floor"}
+    assert harness.parse_args([]).servers == ["gnetpy", "asyncio", "uvloop", "c"]
+
+
 def test_harness_reports_missing_gnetpy(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(harness, "GNETPY_ECHO", REPO_ROOT / "examples" / "no-such-echo.py")
