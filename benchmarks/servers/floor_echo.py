@@ -21,7 +21,8 @@ actions, no tasks, no timers.  So:
 - and this server against uvloop shows what a pure-Python loop with this API
   can reach at best on the interpreter at hand.
 
-The benchmark harness runs it on request only: ``--servers gnetpy,floor,uvloop``.
+The benchmark harness runs it on request only, e.g.
+``./bench.sh --workloads W1,W2 --servers gnetpy,floor,uvloop --out /tmp/floor``.
 """
 
 from __future__ import annotations
