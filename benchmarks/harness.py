@@ -137,6 +137,18 @@ SERVERS = {
         ),
     )
 }
+
+
+def add_baseline_server(checkout: Path) -> None:
+    """Register server 'baseline': the echo example of another checkout, with its own src/."""
+    SERVERS["baseline"] = Server(
+        "baseline",
+        lambda addr: [sys.executable, str(checkout / "examples" / "echo.py"), "--addr", addr, "--loops", "1"],
+        lambda: None,
+        lambda: {"PYTHONPATH": str(checkout / "src")},
+    )
+
+
 # Run only when named: a measuring stick, not a contender (see servers/floor_echo.py).
 ON_REQUEST = ("floor",)
 DEFAULT_SERVERS = [name for name in SERVERS if name not in ON_REQUEST]
@@ -821,7 +833,15 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--unix", action="store_true", help="Unix domain sockets instead of TCP")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory (default benchmarks/results)")
+    p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                   help="also run another gnetpy checkout (e.g. a `git worktree` of main) as server "
+                        "'baseline', interleaved with the others: before/after in one run")
     a = p.parse_args(argv)
+    if a.baseline is not None:
+        if not (a.baseline / "examples" / "echo.py").exists():
+            p.error(f"--baseline {a.baseline}: no examples/echo.py there")
+        add_baseline_server(a.baseline.resolve())
+        a.servers = [*a.servers, "baseline"]
     if a.warmup is not None and a.warmup < 0:
         p.error("--warmup must be >= 0")
 

@@ -1,0 +1,119 @@
+"""Instructions per echoed message, counted by callgrind: the repeatable hot-path measure.
+
+    python benchmarks/callgrind.py                       # gnetpy, W1 and W2
+    python benchmarks/callgrind.py --server floor --workloads W1
+    python benchmarks/callgrind.py --server uvloop --env GNETPY_NO_EXTENSIONS=1
+
+Throughput and CPU time swing +-20% between runs on shared machines;
+instruction counts do not (the same binary, inputs and environment give the
+same total, whatever else the machine is doing).  The server runs under
+``valgrind --tool=callgrind --instr-atstart=no``; the C load generator warms it
+up, instrumentation is switched on and zeroed, a measured window of the
+workload runs, the counts are dumped, and the total user-space instructions
+are divided by the messages the load generator counted.  The method, and the
+figures it produced, are in docs/architecture.md ("How we measure").
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.harness import SERVERS, WORKLOADS, ensure_built  # noqa: E402
+
+WARMUP_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with status {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("server did not accept within 60 s under valgrind")
+
+
+def loadgen(port: int, workload: str, duration: float) -> dict[str, object]:
+    w = WORKLOADS[workload]
+    cmd = [str(BENCH_DIR / "build" / "loadgen"), "--tcp", f"127.0.0.1:{port}", "--conns", str(w.conns),
+           "--size", str(w.size), "--depth", str(w.depth), "--duration", str(duration), "--warmup", "0"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 120)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def measure(server: str, workload: str, duration: float, env: dict[str, str]) -> tuple[int, int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="gnetpy-cg-") as tmp:
+        out_file = os.path.join(tmp, "callgrind.out.%p")
+        spec = SERVERS[server]
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
+               *spec.command(f"tcp://127.0.0.1:{port}")]
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **spec.env(), **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_accepting(port, proc)
+            loadgen(port, workload, WARMUP_S)
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
+            result = loadgen(port, workload, duration)
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+            instructions = sum(_total(path) for path in glob.glob(os.path.join(tmp, "callgrind.out.*")))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return instructions, int(result["messages"])  # type: ignore[call-overload]
+
+
+def _total(path: str) -> int:
+    # Dumps made by callgrind_control -d end with "totals: N" (or "summary: N"
+    # for the final one at exit, which instrumentation-off runs leave at 0).
+    text = Path(path).read_text(errors="replace")
+    match = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", default="gnetpy", help="a harness server name (gnetpy, floor, uvloop, ...)")
+    parser.add_argument("--workloads", default="W1,W2")
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server's environment")
+    args = parser.parse_args(argv)
+    ensure_built("loadgen")
+    env = dict(item.split("=", 1) for item in args.env)
+    for workload in args.workloads.split(","):
+        instructions, messages = measure(args.server, workload, args.duration, env)
+        per = instructions / messages if messages else float("nan")
+        print(f"{args.server} {workload}: {per:,.0f} instructions/msg ({instructions:,} over {messages:,} messages)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
