@@ -36,3 +36,11 @@ class ConnClosedError(GnetError):
 
 class EngineStoppedError(GnetError):
     """The engine (or the event loop) stopped before the request could run."""
+
+
+class CodecError(GnetError):
+    """A frame could not be decoded or encoded (corrupt length, bad configuration...)."""
+
+
+class TooLongFrameError(CodecError):
+    """A frame is longer than the decoder's max_frame_length."""

@@ -1,0 +1,495 @@
+"""Frame codecs: split a connection's byte stream into frames, and frame replies.
+
+These are gnet v1's codecs, themselves ports of Netty's decoders:
+
+* :class:`BuiltInFrameCodec` -- pass-through: a "frame" is whatever is buffered.
+* :class:`LineBasedFrameCodec` -- frames end with ``\\n`` (or ``\\r\\n``), as
+  Netty's ``LineBasedFrameDecoder``.
+* :class:`DelimiterBasedFrameCodec` -- frames end with an arbitrary delimiter.
+* :class:`FixedLengthFrameCodec` -- every frame has the same length.
+* :class:`LengthFieldBasedFrameCodec` -- a length field in a header, with
+  Netty's ``LengthFieldBasedFrameDecoder`` parameters and semantics exactly;
+  it encodes with a :class:`LengthFieldPrepender` (Netty's encoder).
+
+Every codec has ``decode(c) -> bytes | None`` (one frame, consumed from the
+connection; ``None`` while the frame is incomplete), ``frames(c)`` (an iterator
+over the complete frames buffered now, each consumed as it is yielded) and
+``encode(payload) -> bytes``.
+
+**State lives on the connection.**  One codec instance serves every
+connection of an engine, on every event loop thread, so a codec is immutable
+once built: whatever a decoder must remember between two reads of the same
+connection is kept in that connection's ``_codec_state`` attribute (``None``
+on a fresh connection).  Only the delimiter codecs use it.
+
+**Delimiter search is linear.**  A delimiter decoder remembers in
+``c._codec_state`` the offset up to which the buffered bytes have already
+been searched (less ``len(delimiter) - 1`` bytes, since a delimiter can
+straddle the end of what had arrived).  The next ``decode`` searches only
+from there, so a 10 MiB line arriving one byte at a time is searched once in
+all, not once per byte.  The search runs a compiled regular expression
+directly over the zero-copy ``memoryview`` that ``c.peek()`` returns
+(``re`` accepts any buffer, unlike ``bytes.find``), so nothing is copied
+before the delimiter is found, and it stops at the first delimiter, so a
+buffer holding many short lines costs one pass overall too.  The search never
+looks past ``max_frame_length`` plus the delimiter: a longer frame is
+rejected without reading the rest.  The offset is reset when a frame is
+consumed.  Each delimiter codec counts the bytes it examined in
+``bytes_scanned`` (a statistic for tests and tuning, updated without a lock:
+exact on one thread, approximate when several loops share the codec).
+Consuming bytes from a connection behind its delimiter codec's back leaves a
+stale offset: set ``c._codec_state = None`` after doing so.
+
+**Limits.**  Every decoder has ``max_frame_length`` (default 1 MiB).  A frame
+over it raises :class:`~gnetpy.errors.TooLongFrameError`, and a corrupt length
+(negative, smaller than its own header) raises
+:class:`~gnetpy.errors.CodecError`; both messages name the limit and the
+offending length.  The engine then closes the connection with that error, so
+decoders do not resynchronise the way Netty's discard mode does: nothing is
+consumed on an error, and decoding the same bytes again raises it again.
+Encoders do not enforce ``max_frame_length`` -- it guards against what peers
+send -- but refuse payloads that would not decode back as one frame.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any, Callable, Iterator, Protocol
+
+from .errors import CodecError, TooLongFrameError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_LENGTH",
+    "BuiltInFrameCodec",
+    "CodecConn",
+    "DelimiterBasedFrameCodec",
+    "FixedLengthFrameCodec",
+    "FrameCodec",
+    "LengthFieldBasedFrameCodec",
+    "LengthFieldPrepender",
+    "LineBasedFrameCodec",
+]
+
+DEFAULT_MAX_FRAME_LENGTH = 1 << 20  # 1 MiB
+
+Payload = bytes | bytearray | memoryview
+
+
+class CodecConn(Protocol):
+    """What a codec needs from a connection (a :class:`gnetpy.Conn` has it inside a callback)."""
+
+    _codec_state: Any
+
+    @property
+    def inbound_buffered(self) -> int: ...
+
+    def peek(self, n: int = -1) -> memoryview: ...
+
+    def next(self, n: int = -1) -> bytes: ...
+
+    def discard(self, n: int = -1) -> int: ...
+
+
+# -- argument checks ----------------------------------------------------------
+
+
+def _check_int(name: str, value: object, minimum: int | None = None) -> int:
+    # bool is an int subclass, but True as a length is always a mistake.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_byteorder(byteorder: object) -> str:
+    if byteorder not in ("big", "little"):
+        raise ValueError(f"byteorder must be 'big' or 'little', got {byteorder!r}")
+    return str(byteorder)
+
+
+def _as_bytes(payload: object) -> bytes:
+    if payload.__class__ is bytes:
+        return payload
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"payload must be bytes, bytearray or memoryview, got {type(payload).__name__}")
+
+
+# -- base class ---------------------------------------------------------------
+
+
+class FrameCodec:
+    """Base class of the codecs: ``decode``, ``frames`` and ``encode``."""
+
+    __slots__ = ("max_frame_length",)
+
+    def __init__(self, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        self.max_frame_length = _check_int("max_frame_length", max_frame_length, 1)
+
+    def decode(self, c: CodecConn) -> bytes | None:
+        """Consume and return one frame from ``c``; ``None`` if no complete frame is buffered."""
+        raise NotImplementedError
+
+    def encode(self, payload: Payload) -> bytes:
+        """Return ``payload`` framed for the wire."""
+        raise NotImplementedError
+
+    def frames(self, c: CodecConn) -> Iterator[bytes]:
+        """Yield every complete frame buffered in ``c``, each consumed as it is yielded."""
+        decode = self.decode
+        while (frame := decode(c)) is not None:
+            yield frame
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_frame_length={self.max_frame_length})"
+
+
+class BuiltInFrameCodec(FrameCodec):
+    """Pass-through codec (gnet's ``BuiltInFrameCodec``): no framing at all.
+
+    ``decode`` returns everything buffered (``None`` if nothing), in pieces of
+    at most ``max_frame_length`` bytes; ``encode`` returns the payload as it is.
+    """
+
+    __slots__ = ()
+
+    def decode(self, c: CodecConn) -> bytes | None:
+        n = c.inbound_buffered
+        if not n:
+            return None
+        # next(-1) can hand over the read buffer without a copy.
+        return c.next(-1 if n <= self.max_frame_length else self.max_frame_length)
+
+    def encode(self, payload: Payload) -> bytes:
+        return _as_bytes(payload)
+
+
+# -- delimiter codecs -----------------------------------------------------------
+
+
+class _DelimiterCodec(FrameCodec):
+    """Shared decoder of the line and delimiter codecs: a resumable, bounded search."""
+
+    __slots__ = ("bytes_scanned", "_search", "_plen", "_dmax", "_strip_cr")
+
+    def __init__(self, pattern: bytes, longest_delimiter: int, strip_cr: bool, max_frame_length: int) -> None:
+        super().__init__(max_frame_length)
+        self.bytes_scanned = 0
+        self._search: Callable[..., re.Match[bytes] | None] = re.compile(re.escape(pattern)).search
+        self._plen = len(pattern)
+        # The longest delimiter a frame can end with (2 for CRLF): a frame of at
+        # most max_frame_length bytes is complete within max_frame_length + _dmax bytes.
+        self._dmax = longest_delimiter
+        self._strip_cr = strip_cr
+
+    def decode(self, c: CodecConn) -> bytes | None:
+        buffered = c.inbound_buffered
+        start = c._codec_state or 0
+        if start > buffered:  # bytes were consumed behind our back: search afresh
+            start = 0
+        window = self.max_frame_length + self._dmax
+        end = buffered if buffered < window else window
+        if end - start >= self._plen:
+            found = self._scan(c, start, end)
+            if found is not None:
+                frame, consumed = found
+                c.discard(consumed)
+                c._codec_state = None
+                return frame
+            # A delimiter may begin in the last _plen - 1 bytes searched: resume there.
+            c._codec_state = end - self._plen + 1
+        if buffered >= window:
+            raise TooLongFrameError(
+                f"frame length of at least {window - self._dmax + 1} (no delimiter yet) exceeds "
+                f"max_frame_length {self.max_frame_length}")
+        return None
+
+    def _scan(self, c: CodecConn, start: int, end: int) -> tuple[bytes, int] | None:
+        """Search ``c``'s bytes ``[start, end)``: the frame before the delimiter and the bytes to consume."""
+        # The view is released before anything is consumed: a live view pins the conn's buffer.
+        with c.peek() as view:
+            m = self._search(view, start, end)
+            if m is None:
+                self.bytes_scanned += end - start
+                return None
+            consumed = m.end()
+            self.bytes_scanned += consumed - start
+            frame_end = m.start()
+            if self._strip_cr and frame_end and view[frame_end - 1] == 13:  # the CR of a CRLF
+                frame_end -= 1
+            if frame_end > self.max_frame_length:
+                raise TooLongFrameError(
+                    f"frame length {frame_end} exceeds max_frame_length {self.max_frame_length}")
+            return bytes(view[:frame_end]), consumed
+
+
+class LineBasedFrameCodec(_DelimiterCodec):
+    """Frames end with ``\\n`` (Netty's ``LineBasedFrameDecoder``, gnet's ``LineBasedFrameCodec``).
+
+    The ``\\n`` is stripped from decoded frames.  With ``strip_cr`` (the
+    default, as Netty, which treats both ``\\n`` and ``\\r\\n`` as line endings
+    and strips either) a ``\\r`` right before the ``\\n`` is stripped too;
+    without it the ``\\r`` stays in the frame.  ``max_frame_length`` counts the
+    frame without its line ending, as Netty does.
+
+    ``encode`` appends ``\\n`` (as gnet; every line-based peer accepts it).  It
+    raises :class:`CodecError` for a payload containing ``\\n`` (it would
+    arrive as two frames) and, with ``strip_cr``, for one ending with ``\\r``
+    (the peer would strip it).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, strip_cr: bool = True, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        if not isinstance(strip_cr, bool):
+            raise TypeError(f"strip_cr must be True or False, got {strip_cr!r}")
+        super().__init__(b"\n", 2 if strip_cr else 1, strip_cr, max_frame_length)
+
+    @property
+    def strip_cr(self) -> bool:
+        return self._strip_cr
+
+    def encode(self, payload: Payload) -> bytes:
+        data = _as_bytes(payload)
+        at = data.find(b"\n")
+        if at >= 0:
+            raise CodecError(f"payload contains a line feed at offset {at}: it would split the line")
+        if self._strip_cr and data.endswith(b"\r"):
+            raise CodecError("payload ends with a carriage return, which the decoder (strip_cr=True) would strip")
+        return data + b"\n"
+
+    def __repr__(self) -> str:
+        return f"LineBasedFrameCodec(strip_cr={self._strip_cr}, max_frame_length={self.max_frame_length})"
+
+
+class DelimiterBasedFrameCodec(_DelimiterCodec):
+    """Frames end with ``delimiter`` (Netty's ``DelimiterBasedFrameDecoder`` with one delimiter).
+
+    The delimiter is stripped from decoded frames; ``max_frame_length``
+    counts the frame without it.  ``encode`` appends the delimiter and raises
+    :class:`CodecError` for a payload that contains it (or would, once the
+    delimiter is appended: it would decode as a different frame).
+    """
+
+    __slots__ = ("delimiter",)
+
+    def __init__(self, delimiter: bytes, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        if not isinstance(delimiter, (bytes, bytearray, memoryview)):
+            raise TypeError(f"delimiter must be bytes, got {type(delimiter).__name__}")
+        delimiter = bytes(delimiter)
+        if not delimiter:
+            raise ValueError("delimiter must be non-empty bytes, got b''")
+        super().__init__(delimiter, len(delimiter), False, max_frame_length)
+        self.delimiter = delimiter
+
+    def encode(self, payload: Payload) -> bytes:
+        data = _as_bytes(payload)
+        framed = data + self.delimiter
+        # The first delimiter in the framed bytes must be the one just appended
+        # (a payload ending in a prefix of an overlapping delimiter also fails).
+        at = framed.find(self.delimiter)
+        if at != len(data):
+            raise CodecError(f"payload of {len(data)} bytes holds the delimiter {self.delimiter!r} at offset {at}: "
+                             "it would split the frame")
+        return framed
+
+    def __repr__(self) -> str:
+        return f"DelimiterBasedFrameCodec({self.delimiter!r}, max_frame_length={self.max_frame_length})"
+
+
+# -- fixed length -------------------------------------------------------------
+
+
+class FixedLengthFrameCodec(FrameCodec):
+    """Every frame is ``length`` bytes (Netty's ``FixedLengthFrameDecoder``).
+
+    ``encode`` requires a payload of exactly ``length`` bytes (gnet also
+    accepts multiples; here one encode is one frame) and raises
+    :class:`CodecError` naming both lengths otherwise.  ``length`` may not
+    exceed ``max_frame_length``.
+    """
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        super().__init__(max_frame_length)
+        self.length = _check_int("length", length, 1)
+        if length > self.max_frame_length:
+            raise ValueError(f"length {length} exceeds max_frame_length {self.max_frame_length}")
+
+    def decode(self, c: CodecConn) -> bytes | None:
+        if c.inbound_buffered < self.length:
+            return None
+        return c.next(self.length)
+
+    def encode(self, payload: Payload) -> bytes:
+        data = _as_bytes(payload)
+        if len(data) != self.length:
+            raise CodecError(f"payload is {len(data)} bytes, the fixed frame length is {self.length}")
+        return data
+
+    def __repr__(self) -> str:
+        return f"FixedLengthFrameCodec({self.length}, max_frame_length={self.max_frame_length})"
+
+
+# -- length field -------------------------------------------------------------
+
+_FIELD_LENGTHS = (1, 2, 3, 4, 8)
+# Netty reads 1-4 byte fields unsigned and an 8-byte field as a signed long.
+_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "q"}
+_FIELD_MAX = {1: 0xFF, 2: 0xFFFF, 3: 0xFFFFFF, 4: 0xFFFFFFFF, 8: (1 << 63) - 1}
+
+
+def _check_field_length(length_field_length: object) -> int:
+    if length_field_length not in _FIELD_LENGTHS or isinstance(length_field_length, bool):
+        raise ValueError(f"length_field_length must be 1, 2, 3, 4 or 8, got {length_field_length!r}")
+    return int(length_field_length)
+
+
+class LengthFieldPrepender:
+    """Prepends a length field to a payload (Netty's ``LengthFieldPrepender``).
+
+    The field holds ``len(payload) + length_adjustment``, plus
+    ``length_field_length`` when ``length_includes_length_field``.  A value
+    that is negative or does not fit in the field raises :class:`CodecError`
+    naming it (an 8-byte field holds at most 2**63 - 1: Netty's decoder reads
+    it signed).  Netty's example, ``LengthFieldPrepender(2)``::
+
+        encode(b"HELLO, WORLD") == b"\\x00\\x0cHELLO, WORLD"
+    """
+
+    __slots__ = ("length_field_length", "length_adjustment", "length_includes_length_field", "byteorder",
+                 "_add", "_max", "_pack")
+
+    def __init__(self, length_field_length: int, length_adjustment: int = 0,
+                 length_includes_length_field: bool = False, byteorder: str = "big") -> None:
+        self.length_field_length = n = _check_field_length(length_field_length)
+        self.length_adjustment = _check_int("length_adjustment", length_adjustment)
+        if not isinstance(length_includes_length_field, bool):
+            raise TypeError(f"length_includes_length_field must be True or False, got {length_includes_length_field!r}")
+        self.length_includes_length_field = length_includes_length_field
+        self.byteorder = _check_byteorder(byteorder)
+        self._add = length_adjustment + (n if length_includes_length_field else 0)
+        self._max = _FIELD_MAX[n]
+        self._pack: Callable[[int], bytes]
+        if n == 3:  # struct has no 3-byte integer
+            self._pack = lambda v: v.to_bytes(3, byteorder)  # type: ignore[arg-type]
+        else:
+            self._pack = struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).pack
+
+    def encode(self, payload: Payload) -> bytes:
+        """Return the length field followed by ``payload``."""
+        data = _as_bytes(payload)
+        value = len(data) + self._add
+        if value < 0 or value > self._max:
+            raise CodecError(f"length field value {value} (payload of {len(data)} bytes) does not fit in a "
+                             f"{self.length_field_length}-byte length field (0..{self._max})")
+        return self._pack(value) + data
+
+    def __repr__(self) -> str:
+        return (f"LengthFieldPrepender({self.length_field_length}, length_adjustment={self.length_adjustment}, "
+                f"length_includes_length_field={self.length_includes_length_field}, byteorder={self.byteorder!r})")
+
+
+class LengthFieldBasedFrameCodec(FrameCodec):
+    """Frames carry their length in a header field (Netty's ``LengthFieldBasedFrameDecoder``).
+
+    The length field is ``length_field_length`` bytes (1, 2, 3, 4 or 8; an
+    8-byte field is signed, the others unsigned, as Netty) at
+    ``length_field_offset``, in ``byteorder``.  A frame is::
+
+        length_field_offset + length_field_length + field value + length_adjustment
+
+    bytes long; the decoder returns it less its first ``initial_bytes_to_strip``
+    bytes.  ``max_frame_length`` bounds that whole frame, header included, and
+    is checked as soon as the header has arrived.  A negative field value, a
+    frame shorter than the header up to the end of the length field, or one
+    shorter than ``initial_bytes_to_strip`` raise :class:`CodecError`.
+
+    ``encode`` uses ``prepender``; without one it builds
+    ``LengthFieldPrepender(length_field_length, -length_adjustment, byteorder=byteorder)``,
+    whose frames this decoder reads back (as the payload when
+    ``initial_bytes_to_strip == length_field_length``).  With a
+    ``length_field_offset`` it cannot build the header before the field, so
+    ``encode`` then needs an explicit ``prepender`` (or frame by hand) and
+    raises :class:`CodecError` otherwise.
+    """
+
+    __slots__ = ("length_field_offset", "length_field_length", "length_adjustment", "initial_bytes_to_strip",
+                 "byteorder", "_end", "_read", "_prepender")
+
+    def __init__(self, length_field_offset: int = 0, length_field_length: int = 4, length_adjustment: int = 0,
+                 initial_bytes_to_strip: int = 0, byteorder: str = "big",
+                 max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH, *,
+                 prepender: LengthFieldPrepender | None = None) -> None:
+        super().__init__(max_frame_length)
+        self.length_field_offset = offset = _check_int("length_field_offset", length_field_offset, 0)
+        self.length_field_length = n = _check_field_length(length_field_length)
+        self.length_adjustment = _check_int("length_adjustment", length_adjustment)
+        self.initial_bytes_to_strip = _check_int("initial_bytes_to_strip", initial_bytes_to_strip, 0)
+        self.byteorder = _check_byteorder(byteorder)
+        self._end = offset + n  # Netty's lengthFieldEndOffset
+        if self._end > self.max_frame_length:
+            raise ValueError(f"max_frame_length {self.max_frame_length} must be >= length_field_offset "
+                             f"{offset} + length_field_length {n}")
+        self._read: Callable[[memoryview], int]
+        if n == 3:
+            self._read = lambda header: int.from_bytes(header[offset:], byteorder)  # type: ignore[arg-type]
+        else:
+            unpack_from = struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).unpack_from
+            self._read = lambda header: unpack_from(header, offset)[0]
+        if prepender is not None and not isinstance(prepender, LengthFieldPrepender):
+            raise TypeError(f"prepender must be a LengthFieldPrepender or None, got {type(prepender).__name__}")
+        if prepender is None and offset == 0:
+            prepender = LengthFieldPrepender(n, -length_adjustment, byteorder=byteorder)
+        self._prepender = prepender
+
+    @property
+    def prepender(self) -> LengthFieldPrepender | None:
+        """The encoder ``encode`` uses (``None``: encoding needs an explicit one)."""
+        return self._prepender
+
+    def decode(self, c: CodecConn) -> bytes | None:
+        end = self._end
+        if c.inbound_buffered < end:
+            return None
+        with c.peek(end) as header:
+            value = self._read(header)
+        frame_length = self._frame_length(value)
+        if c.inbound_buffered < frame_length:
+            return None
+        strip = self.initial_bytes_to_strip
+        if strip:
+            c.discard(strip)
+        return c.next(frame_length - strip)
+
+    def _frame_length(self, value: int) -> int:
+        # Netty's checks, in Netty's order (but the strip check runs before the
+        # frame has arrived: the outcome is the same, only sooner).
+        end = self._end
+        if value < 0:
+            raise CodecError(f"negative pre-adjustment length field: {value}")
+        frame_length = value + self.length_adjustment + end
+        if frame_length < end:
+            raise CodecError(f"adjusted frame length {frame_length} (length field {value}, length_adjustment "
+                             f"{self.length_adjustment}) is less than the length field's end offset {end}")
+        if frame_length > self.max_frame_length:
+            raise TooLongFrameError(f"frame length {frame_length} exceeds max_frame_length {self.max_frame_length}")
+        if frame_length < self.initial_bytes_to_strip:
+            raise CodecError(f"adjusted frame length {frame_length} is less than initial_bytes_to_strip "
+                             f"{self.initial_bytes_to_strip}")
+        return frame_length
+
+    def encode(self, payload: Payload) -> bytes:
+        if self._prepender is None:
+            raise CodecError(f"encode() cannot build the {self.length_field_offset} header bytes before the length "
+                             "field: pass prepender= (or frame replies by hand)")
+        return self._prepender.encode(payload)
+
+    def __repr__(self) -> str:
+        return (f"LengthFieldBasedFrameCodec(length_field_offset={self.length_field_offset}, "
+                f"length_field_length={self.length_field_length}, length_adjustment={self.length_adjustment}, "
+                f"initial_bytes_to_strip={self.initial_bytes_to_strip}, byteorder={self.byteorder!r}, "
+                f"max_frame_length={self.max_frame_length}, prepender={self._prepender!r})")
