@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.harness import SERVERS, WORKLOADS, ensure_built  # noqa: E402
+from benchmarks.harness import SERVERS, WORKLOADS, add_baseline_server, ensure_built  # noqa: E402
 
 WARMUP_S = 2.0
 
@@ -64,7 +65,8 @@ def loadgen(port: int, workload: str, duration: float) -> dict[str, object]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def measure(server: str, workload: str, duration: float, env: dict[str, str]) -> tuple[int, int]:
+def measure(server: str, workload: str, duration: float, env: dict[str, str],
+            keep: Path | None = None) -> tuple[int, int]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="gnetpy-cg-") as tmp:
         out_file = os.path.join(tmp, "callgrind.out.%p")
@@ -80,7 +82,12 @@ def measure(server: str, workload: str, duration: float, env: dict[str, str]) ->
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
             result = loadgen(port, workload, duration)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
-            instructions = sum(_total(path) for path in glob.glob(os.path.join(tmp, "callgrind.out.*")))
+            dumps = glob.glob(os.path.join(tmp, "callgrind.out.*"))
+            instructions = sum(_total(path) for path in dumps)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                for path in dumps:
+                    shutil.copy(path, keep / f"{server}-{workload}-{os.path.basename(path)}")
         finally:
             proc.terminate()
             try:
@@ -105,11 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="W1,W2")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server's environment")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="make another checkout available as server 'baseline' (see harness.py --baseline)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="copy the callgrind dumps here (read them with callgrind_annotate)")
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        add_baseline_server(args.baseline.resolve())
     ensure_built("loadgen")
     env = dict(item.split("=", 1) for item in args.env)
     for workload in args.workloads.split(","):
-        instructions, messages = measure(args.server, workload, args.duration, env)
+        instructions, messages = measure(args.server, workload, args.duration, env, args.keep)
         per = instructions / messages if messages else float("nan")
         print(f"{args.server} {workload}: {per:,.0f} instructions/msg ({instructions:,} over {messages:,} messages)")
     return 0

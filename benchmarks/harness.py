@@ -648,7 +648,8 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
     if cols == 0:
         return "no results to chart"
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.5), squeeze=False)
-    colors = dict(zip(SERVERS, ("tab:green", "tab:blue", "tab:purple", "tab:gray", "tab:olive")))
+    palette = ("tab:green", "tab:blue", "tab:purple", "tab:gray", "tab:olive", "tab:orange", "tab:brown", "tab:cyan")
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(SERVERS)}
     for col, (w, metric, label) in enumerate(panels):
         _bars(axes[0][col], summary[w], metric, label, w, colors)
         if col < len(panels_cpu):

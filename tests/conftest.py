@@ -41,6 +41,22 @@ def has_ipv6_loopback() -> bool:
         return False
 
 
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="SO_BINDTODEVICE needs CAP_NET_RAW")
+
+
+def kernel_size(requested: int) -> int:
+    """What getsockopt reports for a SO_RCVBUF/SO_SNDBUF of ``requested`` (below the sysctl caps).
+
+    Linux reserves as much again for bookkeeping and reports the doubled value.
+    """
+    return 2 * requested
+
+
+def sockopt(sock: socket.socket, level: int, name: int) -> int:
+    return sock.getsockopt(level, name)
+
+
 def connect(addr: Any, timeout: float = WAIT) -> socket.socket:
     """A blocking client socket (with a timeout) to an ``engine.addrs`` entry."""
     if isinstance(addr, str):
@@ -169,3 +185,42 @@ def no_leaked_threads() -> Iterator[None]:
     """Every test must leave no gnetpy thread running."""
     yield
     wait_for(lambda: not gnetpy_threads(), timeout=WAIT)
+
+
+# -- pollers, socket pairs, wakers (the poller, waker and task-queue tests) ------------------
+
+POLLER_KINDS = ["epoll", "poll"]
+
+
+@pytest.fixture(params=POLLER_KINDS)
+def poller(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Each backend in turn, level-triggered."""
+    from gnetpy.poller import new_poller
+
+    p = new_poller(request.param, False)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected unix stream pair."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def waker() -> Iterator[Any]:
+    from gnetpy.waker import Waker
+
+    w = Waker()
+    yield w
+    if w.fd >= 0:
+        w.close()
+
+
+def events(p: Any, timeout: float = 0) -> dict[int, int]:
+    """What a poller reports within ``timeout``, as {fd: mask}."""
+    return dict(p.poll(timeout, 64))

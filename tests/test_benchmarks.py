@@ -39,9 +39,9 @@ def c_echo() -> Path:
 # ---- harness end to end ---------------------------------------------------
 
 
-def run_harness(tmp_path: Path, servers: str, capsys: pytest.CaptureFixture[str]
+def run_harness(tmp_path: Path, servers: str, capsys: pytest.CaptureFixture[str], *extra: str
                 ) -> tuple[dict, str]:
-    rc = harness.main([*TINY_RUN, "--servers", servers, "--out", str(tmp_path)])
+    rc = harness.main([*TINY_RUN, "--servers", servers, "--out", str(tmp_path), *extra])
     out = capsys.readouterr()
     assert rc == 0, out.err
     return json.loads((tmp_path / "results.json").read_text()), out.out
@@ -100,6 +100,19 @@ def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.Captur
     assert "floor" not in harness.DEFAULT_SERVERS
     assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - {"floor"}
     assert harness.parse_args([]).servers == ["gnetpy", "asyncio", "uvloop", "c"]
+
+
+def test_baseline_checkout_runs_beside_this_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--baseline adds another checkout (here: this one) as server 'baseline', in the same run."""
+    try:
+        assert harness.parse_args(["--baseline", str(harness.REPO_ROOT)]).servers[-1] == "baseline"
+        results, printed = run_harness(tmp_path, "c", capsys, "--baseline", str(harness.REPO_ROOT))
+        check_results(results, printed, ["c", "baseline"])
+    finally:
+        harness.SERVERS.pop("baseline", None)
+    with pytest.raises(SystemExit):
+        harness.parse_args(["--baseline", str(tmp_path)])  # no examples/echo.py there
+    assert "no examples/echo.py" in capsys.readouterr().err
 
 
 def test_harness_reports_missing_gnetpy(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -18,7 +18,7 @@ import pytest
 import gnetpy
 from conftest import gnetpy_threads, open_fds
 from gnetpy import LoadBalancing, Options
-from gnetpy.options import MAX_KEEP_COUNT, MAX_KEEP_SECONDS
+from gnetpy.sockopts import MAX_KEEP_COUNT, MAX_KEEP_SECONDS
 
 KiB = 1024
 MiB = 1024 * KiB

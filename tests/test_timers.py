@@ -236,23 +236,6 @@ def test_bad_delay_is_a_value_error(loop: Any, delay: Any) -> None:
         loop.call_later(delay, lambda: None)
 
 
-def test_execute_from_a_foreign_thread_runs_on_the_loop(loop: Any) -> None:
-    calls = Calls()
-    t = threading.Thread(target=loop.execute, args=(calls.fn("executed"),), name="foreign")
-    t.start()
-    t.join(5)
-    wait_for(calls.labels)
-    assert calls.calls[0][1] == "gnetpy-loop-0"
-
-
-def test_execute_runs_tasks_in_order(loop: Any) -> None:
-    calls = Calls()
-    for i in range(50):
-        loop.execute(calls.fn(str(i)))
-    wait_for(lambda: len(calls.labels()) == 50)
-    assert calls.labels() == [str(i) for i in range(50)]
-
-
 def test_execute_and_call_later_after_stop_raise_engine_stopped(serve: Any) -> None:
     engine = serve(gnetpy.EventHandler())
     loop = engine.event_loops[0]

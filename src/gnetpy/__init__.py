@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from .conn import Conn
-from .engine import Engine, rotate, run, start
+from .engine import Engine
 from .errors import (
     ConnClosedError,
     EngineStoppedError,
@@ -27,6 +27,7 @@ from .eventloop import EventLoop
 from .handler import Action, EventHandler
 from .lb import LoadBalancing
 from .options import Options
+from .serve import rotate, run, start
 from .timers import TimerHandle
 
 __version__ = "0.1.0"

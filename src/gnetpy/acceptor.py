@@ -1,9 +1,12 @@
 """Accepting connections: one Acceptor per (listener, accepting loop).
 
-In main-reactor mode the acceptors live on the main reactor and hand each
-socket to the loop the load balancer picks (through that loop's task queue);
-in ``reuse_port`` mode, and when there is a single loop, every loop accepts
-for itself and no hand-over happens.
+An acceptor runs on the loop whose poller watches its listener.  For each
+accepted socket it asks ``pick(remote)`` for a target -- the accepting loop
+itself (one loop, ``reuse_port``), or the loop the load balancer chooses
+(main-reactor mode) -- and calls ``target.hand_over(sock, remote)``.  The
+target may be an ``EventLoop`` in this process or, in process mode, a worker
+that receives the descriptor over a socket pair: the acceptor does not know
+or care which.
 
 Running out of descriptors (EMFILE/ENFILE) is the classic way a reactor
 melts: the listener stays readable, accept fails at once, and the loop spins
@@ -15,13 +18,17 @@ listener out of the poller and retries after a back-off that doubles from
 from __future__ import annotations
 
 import errno
+import logging
 import socket
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .listener import Listener, configure_accepted, format_addr
+from .address import format_addr
+from .listener import Listener
+from .sockopts import configure_accepted
 
 if TYPE_CHECKING:
-    from .eventloop import EventLoop
+    from .options import Options
+    from .poller import Poller
 
 # Connections accepted per readiness event: enough to drain a burst quickly,
 # few enough that the loop's own connections are not kept waiting.
@@ -36,15 +43,25 @@ BACKOFF_MIN = 0.01
 BACKOFF_MAX = 1.0
 
 
+class HandOverTarget(Protocol):
+    """Where an accepted socket goes: an ``EventLoop``, or a worker process's end of a socket pair."""
+
+    def hand_over(self, sock: socket.socket, remote: Any) -> None: ...
+
+
 class Acceptor:
-    def __init__(self, owner: EventLoop, listener: Listener, pick: Callable[[Any], EventLoop],
-                 shared: bool = False) -> None:
-        self._owner = owner
+    def __init__(self, listener: Listener, poller: Poller, pick: Callable[[Any], HandOverTarget],
+                 call_later: Callable[[float, Callable[[], Any]], Any], opts: Options,
+                 exclusive: bool = False) -> None:
         self._listener = listener
         self._sock = listener.sock
         self.fd = listener.fd
+        self._poller = poller
         self._pick = pick
-        self._shared = shared
+        self._call_later = call_later
+        self._opts = opts
+        self._logger: logging.Logger | logging.LoggerAdapter[Any] = opts.log
+        self._exclusive = exclusive
         self._is_tcp = listener.address.network == "tcp"
         self._backoff = 0.0
         self._registered = False
@@ -52,7 +69,7 @@ class Acceptor:
 
     def start(self) -> None:
         if not self._stopped and not self._registered:
-            self._owner._poller.add_listener(self.fd, self._shared)
+            self._poller.register_listener(self.fd, self._exclusive)
             self._registered = True
 
     def stop(self) -> None:
@@ -61,10 +78,10 @@ class Acceptor:
 
     def _unregister(self) -> None:
         if self._registered:
-            self._owner._poller.delete(self.fd)
+            self._poller.unregister(self.fd)
             self._registered = False
 
-    def on_acceptable(self) -> None:
+    def on_acceptable(self, events: int = 0) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, addr = self._sock.accept()
@@ -76,28 +93,20 @@ class Acceptor:
                     return
                 if exc.errno in _PEER_GONE:
                     continue
-                self._owner._logger.error("gnetpy: accept on %s failed: %s", self._listener.address.text, exc)
+                self._logger.error("gnetpy: accept on %s failed: %s", self._listener.address.text, exc)
                 return
             self._backoff = 0.0
-            self._hand_over(sock, format_addr(addr))
-
-    def _hand_over(self, sock: socket.socket, remote: Any) -> None:
-        try:
-            configure_accepted(sock, self._owner._opts, self._is_tcp)
-        except OSError:
-            sock.close()  # reset between accept and setsockopt: nothing to serve
-            return
-        target = self._pick(remote)
-        target._accepted_for += 1
-        if target is self._owner:
-            target._open_accepted(sock, remote)
-        elif not target._tasks.push_urgent(target._open_accepted, sock, remote):
-            target._accepted_for -= 1
-            sock.close()
+            try:
+                configure_accepted(sock, self._opts, self._is_tcp)
+            except OSError:
+                sock.close()  # reset between accept and setsockopt: nothing to serve
+                continue
+            remote = format_addr(addr)
+            self._pick(remote).hand_over(sock, remote)
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
-        self._owner._logger.warning("gnetpy: accept on %s: %s; pausing accept for %.2fs",
-                                    self._listener.address.text, exc.strerror, self._backoff)
+        self._logger.warning("gnetpy: accept on %s: %s; pausing accept for %.2fs",
+                             self._listener.address.text, exc.strerror, self._backoff)
         self._unregister()
-        self._owner.call_later(self._backoff, self.start)
+        self._call_later(self._backoff, self.start)

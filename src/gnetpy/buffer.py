@@ -1,28 +1,207 @@
-"""The outbound queue of a connection.
+"""A connection's buffers: what was received and not consumed, and what waits to be sent.
 
-What a handler writes goes straight to the socket while nothing is queued
-(see ``Conn.write``).  Only what the kernel would not take waits here, and it
-is flushed with one ``writev`` over the queued pieces when the socket is
-writable again.
+``InboundBuffer`` owns the inbound bytes and the size of the next read;
+``Conn`` extends it, so the handler's ``next``/``peek``/``discard``/``read``
+are its methods.  ``OutboundBuffer`` is the queue of what the kernel would
+not take yet.
 
-The queue is a ``list`` subclass so that "is anything queued?" -- asked on
-every write -- is the C-level truth test of a list, not a Python method call.
-Pieces are kept as they came when they are immutable ``bytes`` (no copy);
-small pieces and mutable ones (bytearray, memoryview: the caller may reuse
-them) are copied into a trailing ``bytearray`` that coalesces up to
-``chunk_cap`` bytes, so ten thousand tiny writes become a few iovecs.
+Inbound: who writes what.  The event loop reads once per readiness event,
+with ``os.read``, into a fresh ``bytes`` object and gives it to the buffer
+(``_receive``) just before ``on_traffic``; the handler consumes from it;
+after the callback the loop calls ``_settle``, which keeps what the handler
+left in the buffer's own ``bytearray``.  Those three methods, the consuming
+methods and ``_adapt_read_size`` are the only code that writes the state
+below; the loop's inlined fast path mirrors ``_receive``/``_settle`` (it
+says so where it does, and tests/test_buffer.py checks that both behave the
+same).
+
+The state: ``_src`` is what is readable, consumed up to ``_pos``.
+
+* Outside a callback, either nothing is buffered (``_src is NOTHING``,
+  ``_pos == 0``) or the leftover is, in a ``bytearray`` of our own
+  (``_pos == 0``).
+* During a callback, ``_src`` may be the fresh read itself: ``next()``
+  hands that very object to the handler when it takes everything -- no copy,
+  no allocation -- and ``peek``/``next(n)``/``read`` serve slices of it.
+* Every consume that reaches the end resets to "nothing buffered"; the loop
+  tests ``_src is NOTHING`` after the callback to skip ``_settle``.
+
+Why not a per-loop ``bytearray`` filled with ``readv``, as gnet does in Go:
+``next()`` must return ``bytes``, so that design copies every message out of
+the shared buffer again.  A ``memoryview`` from ``peek`` is valid until the
+next consume or the end of the callback (as in gnet) -- in practice it stays
+valid longer, since ``bytes`` never change, but do not rely on that.
+docs/architecture.md §1 has the measurements behind both choices.
+
+Read size.  CPython builds objects of up to 512 bytes with its own
+small-object allocator and anything larger -- a 64 KiB read buffer, say --
+with malloc, realloc (to shrink it to what was read) and free.  So, like
+Netty's adaptive receive buffer, a connection starts by reading at most
+``SMALL_READ`` bytes; a read that fills that switches it to the full
+``read_buffer_cap`` (the rest of a large message arrives with the next read,
+which level-triggered polling reports at once); after ``SHRINK_AFTER`` reads
+that would have fit the small size, it goes back.  The hysteresis keeps a
+connection whose messages alternate around the threshold from splitting
+every large one.
+
+Outbound.  What a handler writes goes straight to the socket while nothing
+is queued (see ``Conn.write``).  Only what the kernel would not take waits in
+an ``OutboundBuffer``, flushed with one ``writev`` over the queued pieces when
+the socket is writable again.  It is a ``list`` subclass so that "is
+anything queued?" -- asked on every write -- is the C-level truth test of a
+list, not a Python method call.  Pieces are kept as they came when they are
+immutable ``bytes`` (no copy); small pieces and mutable ones (bytearray,
+memoryview: the caller may reuse them) are copied into a trailing
+``bytearray`` that coalesces up to ``chunk_cap`` bytes, so ten thousand tiny
+writes become a few iovecs.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
+
+from .errors import ShortBufferError
+
+# ``_src`` when nothing is buffered.  Public to the package: the loop's
+# inlined fast path tests for it by identity.
+NOTHING = b""
+# The largest bytes payload CPython's small-object allocator serves (512-byte blocks).
+SMALL_READ = 512 - sys.getsizeof(b"")
+SHRINK_AFTER = 4
 
 # The kernel refuses writev with more iovecs than this (IOV_MAX on Linux).
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 # Below this size a bytes piece is cheaper to copy into the coalescing tail
 # than to carry as its own iovec.
 SMALL = 4096
+
+
+class InboundBuffer:
+    """Received bytes not yet consumed, and the size of the next read (see the module docstring)."""
+
+    # The consuming methods are on the hot path of every message: they bind
+    # nothing they do not need and, in the common case, allocate nothing.
+    __slots__ = ("_src", "_pos", "_read_size", "_small_reads")
+
+    def __init__(self, read_size: int) -> None:
+        self._src: Any = NOTHING
+        self._pos = 0
+        self._read_size = read_size
+        self._small_reads = 0
+
+    # -- the handler's side ----------------------------------------------------
+
+    @property
+    def inbound_buffered(self) -> int:
+        """Bytes available to ``peek``/``next``/``read`` now."""
+        return len(self._src) - self._pos
+
+    def next(self, n: int = -1) -> bytes:
+        """Consume and return ``n`` bytes (all with -1); ``ShortBufferError`` if fewer are buffered."""
+        src = self._src
+        if n < 0:
+            if src.__class__ is bytes and not self._pos:
+                self._src = NOTHING  # the whole read, handed over as it is
+                return src  # type: ignore[no-any-return]
+            pos = self._pos
+            end = len(src)
+        else:
+            pos = self._pos
+            end = pos + n
+            if end > len(src):
+                raise ShortBufferError(f"next({n}): only {len(src) - pos} bytes buffered")
+        chunk = src[pos:end] if src.__class__ is bytes else bytes(memoryview(src)[pos:end])
+        self._consumed(src, end)
+        return chunk
+
+    def peek(self, n: int = -1) -> memoryview:
+        """The next ``n`` bytes (all with -1), not consumed, without a copy.
+
+        Valid until the next consume or the end of the callback: copy what you keep.
+        """
+        src = self._src
+        pos = self._pos
+        if n < 0:
+            end = len(src)
+        else:
+            end = pos + n
+            if end > len(src):
+                raise ShortBufferError(f"peek({n}): only {len(src) - pos} bytes buffered")
+        return memoryview(src)[pos:end]
+
+    def discard(self, n: int = -1) -> int:
+        """Drop up to ``n`` bytes (all with -1); return how many were dropped."""
+        src = self._src
+        available = len(src) - self._pos
+        if n < 0 or n > available:
+            n = available
+        self._consumed(src, self._pos + n)
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        """Consume and return up to ``n`` bytes (all with -1); never raises for a short buffer."""
+        available = len(self._src) - self._pos
+        return self.next(-1 if n < 0 or n >= available else n)
+
+    def _consumed(self, src: Any, end: int) -> None:
+        if end < len(src):
+            self._pos = end
+        else:
+            self._src = NOTHING
+            self._pos = 0
+
+    # -- the event loop's side -------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        """Before ``on_traffic``: make ``data`` (a fresh read, or b"" for a wake-up) readable after what was left."""
+        src = self._src
+        if src is NOTHING:
+            self._src = data  # no copy: the handler may get this very object from next()
+        elif data:
+            try:
+                src += data  # the leftover bytearray, grown in place
+            except BufferError:
+                # The handler kept a view from peek(): leave that buffer to it.
+                self._src = bytearray(src) + data
+
+    def _settle(self) -> None:
+        """After ``on_traffic``: keep what the handler left, in a buffer of our own."""
+        src: Any = self._src
+        pos = self._pos
+        if pos >= len(src):
+            self._src = NOTHING
+        elif src.__class__ is bytes:
+            # A fresh read, partly consumed: copy the rest, let the read go.
+            self._src = bytearray(memoryview(src)[pos:])
+        elif pos:
+            try:
+                del src[:pos]  # our leftover bytearray, trimmed in place
+            except BufferError:
+                self._src = bytearray(memoryview(src)[pos:])
+        self._pos = 0
+
+    def _adapt_read_size(self, got: int, small: int, large: int) -> None:
+        """After a read of ``got`` bytes: grow on a full small read, shrink after small large-mode reads.
+
+        ``small`` is ``SMALL_READ``, or ``read_buffer_cap`` when that is
+        smaller (then both sizes are the same and nothing ever changes).  The
+        event loop tests for the cases that change nothing inline (a small
+        read that did not fill its buffer; a large-mode read above ``small``)
+        and calls this only for the others.  The shrink counter restarts
+        whenever the connection grows again, so it counts small reads since
+        the last burst.
+        """
+        if self._read_size == small:
+            if got == small:
+                self._read_size = large
+                self._small_reads = 0
+            return
+        if got <= small:
+            self._small_reads += 1
+            if self._small_reads >= SHRINK_AFTER:
+                self._read_size = small
 
 
 class OutboundBuffer(list):  # type: ignore[type-arg]

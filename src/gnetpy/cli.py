@@ -14,10 +14,11 @@ import sys
 from typing import Any
 
 from .conn import Conn
-from .engine import Engine, serve_forever
+from .engine import Engine
 from .errors import GnetError
 from .handler import EventHandler
 from .lb import LoadBalancing
+from .serve import serve_forever
 
 
 class Echo(EventHandler):

@@ -1,4 +1,7 @@
-"""Engine: boot the listeners and loops, run them, stop them gracefully.
+"""Engine: bind the listeners, build and start the loops, stop them gracefully.
+
+The entry points that create an engine (``start``, ``run``, ``rotate``) are
+in serve.py, and the SIGINT/SIGTERM handling of ``run`` in signals.py.
 
 Topology (see docs/architecture.md):
 
@@ -18,16 +21,17 @@ listeners closed (unix socket files removed), then ``on_shutdown`` runs.
 
 from __future__ import annotations
 
-import signal
+import dataclasses
+import socket
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Protocol, Sequence
 
-from .acceptor import Acceptor
+from .address import Address, AddrInfo, parse_address
 from .eventloop import EventLoop
 from .handler import Action, EventHandler
 from .lb import new_balancer
-from .listener import AddrInfo, Address, Listener, parse_address
+from .listener import Listener
 from .options import Options
 
 # Used when stop() is given no timeout: long enough to flush any reasonable
@@ -37,6 +41,20 @@ DEFAULT_STOP_TIMEOUT = 10.0
 # Beyond the flush deadline, how long to wait for a loop thread to exit
 # before reporting it stuck (a callback that blocks).
 _JOIN_GRACE = 5.0
+
+
+class LoopHandle(Protocol):
+    """What the engine drives: an ``EventLoop`` on a thread here, or (process mode) a worker process."""
+
+    index: int
+
+    def start(self) -> None: ...
+    def shutdown(self, deadline: float) -> None: ...
+    def join(self, timeout: float | None) -> bool: ...
+    def release(self) -> None: ...
+    def runs_on(self, thread: threading.Thread) -> bool: ...
+    def count_connections(self) -> int: ...
+    def hand_over(self, sock: socket.socket, remote: Any) -> None: ...
 
 
 class Engine:
@@ -55,7 +73,7 @@ class Engine:
         self._primary: list[Listener] = []  # one per address, in the order given
         self._addrs: list[AddrInfo] = []  # kept: still reported after the listeners close
         self._loops: list[EventLoop] = []
-        self._main_reactor: EventLoop | None = None
+        self._main_reactor: EventLoop | None = None  # accepts and hands over, in main-reactor mode
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
         self._stop_requested = False
         self._stopper: threading.Thread | None = None
@@ -87,9 +105,23 @@ class Engine:
         Safe from any thread and idempotent.  Called from one of the
         engine's own loops (a callback), it only starts the stop.
         """
-        self._request_stop(timeout)
+        self.request_stop(timeout)
         if not self._is_engine_thread():
             self.wait()
+
+    def request_stop(self, timeout: float | None = None, *, reason: str | None = None) -> None:
+        """Start a graceful stop and return at once (safe in signal handlers and callbacks).
+
+        ``reason``, if given, is logged (at INFO) when it starts the stop.
+        """
+        with self._lock:
+            if self._stop_requested:
+                return
+            if reason:
+                self._logger.info("gnetpy: %s; stopping", reason)
+            self._stop_requested = True
+            self._stopper = threading.Thread(target=self._shutdown, args=(timeout,), name="gnetpy-stop")
+            self._stopper.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the engine has stopped; False if ``timeout`` expired first."""
@@ -140,8 +172,7 @@ class Engine:
             if self._per_loop_listeners(address, count):
                 # Every loop binds the port the first one got (port 0 included).
                 port = int(first.addr[1])
-                same_port = Address(address.text, address.network, address.family, host=address.host,
-                                    port=port, v6only=address.v6only)
+                same_port = dataclasses.replace(address, port=port)
                 for _ in range(count - 1):
                     self._listeners.append(Listener(same_port, self._opts))
 
@@ -151,42 +182,38 @@ class Engine:
 
     def _build_loops(self) -> None:
         count = self._opts.event_loop_count()
-        self._loops = [EventLoop(self, i, self._opts, self._handler) for i in range(count)]
+        for i in range(count):
+            self._loops.append(EventLoop(i, self._opts, self._handler, self.request_stop))
         if count > 1 and not self._opts.reuse_port:
-            self._main_reactor = EventLoop(self, -1, self._opts, self._handler)
+            self._main_reactor = EventLoop(-1, self._opts, self._handler, self.request_stop)
             balancer = new_balancer(self._opts.lb, self._loops)
             for listener in self._listeners:
-                self._main_reactor.add_acceptor(Acceptor(self._main_reactor, listener, balancer.next))
+                self._main_reactor.add_listener(listener, balancer.next)
             return
         per_address = iter(self._listeners)
         for listener in per_address:
             if self._per_loop_listeners(listener.address, count):
                 group = [listener] + [next(per_address) for _ in range(count - 1)]
                 for loop, own in zip(self._loops, group):
-                    loop.add_acceptor(Acceptor(loop, own, _constant(loop)))
+                    loop.add_listener(own, _itself(loop))
             else:
                 for loop in self._loops:
-                    loop.add_acceptor(Acceptor(loop, listener, _constant(loop), shared=count > 1))
+                    loop.add_listener(listener, _itself(loop), exclusive=count > 1)
 
     # -- stop ------------------------------------------------------------------
 
-    def _request_stop(self, timeout: float | None = None) -> None:
-        with self._lock:
-            if self._stop_requested:
-                return
-            self._stop_requested = True
-            self._stopper = threading.Thread(target=self._shutdown, args=(timeout,), name="gnetpy-stop")
-            self._stopper.start()
-
     def _is_engine_thread(self) -> bool:
         current = threading.current_thread()
-        return current is self._stopper or any(
-            loop._thread is current for loop in [*self._loops, self._main_reactor] if loop is not None)
+        return current is self._stopper or any(loop.runs_on(current) for loop in self._all_loops())
+
+    def _all_loops(self) -> list[EventLoop]:
+        """The main reactor first (if any): stopping it first means no new connections while the loops drain."""
+        return [self._main_reactor, *self._loops] if self._main_reactor else list(self._loops)
 
     def _shutdown(self, timeout: float | None) -> None:
         deadline = time.monotonic() + (DEFAULT_STOP_TIMEOUT if timeout is None else max(0.0, timeout))
-        loops = [self._main_reactor, *self._loops] if self._main_reactor else list(self._loops)
-        for loop in loops:  # the main reactor first: no new connections while the loops drain
+        loops = self._all_loops()
+        for loop in loops:
             loop.shutdown(deadline)
         for loop in loops:
             if not loop.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE):
@@ -200,9 +227,8 @@ class Engine:
 
     def _release(self) -> None:
         """Undo a boot that failed or was cancelled by on_boot."""
-        for loop in [*self._loops, self._main_reactor]:
-            if loop is not None:
-                loop._finish()
+        for loop in self._all_loops():
+            loop.release()
         self._close_listeners()
         self._stopped.set()
 
@@ -211,77 +237,6 @@ class Engine:
             listener.close()
 
 
-class _StopOnSignals:
-    """In the main thread, SIGINT/SIGTERM start a graceful stop of the engine.
-
-    The handlers are installed *before* the engine boots, so a signal that
-    arrives while it boots (or just after, before anything else runs) is not
-    lost to the default action; it stops the engine as soon as there is one.
-    The previous handlers come back on exit.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self._engine: Engine | None = None
-        self._received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def attach(self, engine: Engine) -> None:
-        self._engine = engine
-        if self._received is not None:
-            self._on_signal(self._received, None)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self._received = signum
-        if self._engine is not None:
-            self._engine._logger.info("gnetpy: %s received; stopping", signal.Signals(signum).name)
-            self._engine._request_stop()
-
-
-def serve_forever(handler: EventHandler, addrs: str | Iterable[str], options: Options | None = None,
-                  **kwargs: Any) -> None:
-    """``start`` and block until the engine stops; SIGINT/SIGTERM stop it when in the main thread."""
-    with _StopOnSignals() as signals:
-        engine = start(handler, addrs, options=options, **kwargs)
-        signals.attach(engine)
-        while not engine.wait(0.5):  # short waits keep the signal handlers prompt
-            pass
-
-
-def _constant(loop: EventLoop) -> Any:
+def _itself(loop: EventLoop) -> Any:
+    """The balancer of a loop that accepts for itself: every socket stays on it."""
     return lambda remote: loop
-
-
-def _addr_list(addrs: str | Iterable[str]) -> list[str]:
-    return [addrs] if isinstance(addrs, str) else list(addrs)
-
-
-def start(handler: EventHandler, addrs: str | Iterable[str], *, options: Options | None = None,
-          **kwargs: Any) -> Engine:
-    """Start serving and return the running :class:`Engine` at once (a context manager)."""
-    engine = Engine(handler, _addr_list(addrs), Options.build(options, **kwargs))
-    engine._boot()
-    return engine
-
-
-def run(handler: EventHandler, addr: str, *, options: Options | None = None, **kwargs: Any) -> None:
-    """Serve ``addr`` until the engine stops (``Action.SHUTDOWN``, ``stop()``, SIGINT/SIGTERM)."""
-    if not isinstance(addr, str):
-        raise TypeError(f"addr: expected one address string, got {type(addr).__name__} (use rotate() for several)")
-    serve_forever(handler, addr, options, **kwargs)
-
-
-def rotate(handler: EventHandler, addrs: Iterable[str], *, options: Options | None = None, **kwargs: Any) -> None:
-    """Serve several addresses (tcp and unix mixed) with one engine until it stops."""
-    serve_forever(handler, _addr_list(addrs), options, **kwargs)

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from .lb import LoadBalancing
+from .sockopts import MAX_SOCKET_BUFFER, check_keepalive
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -62,8 +63,8 @@ class Options:
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
-        """The logger to use (``logger``, or the "gnetpy" logger when none was given)."""
-        return self.logger if self.logger is not None else logging.getLogger("gnetpy")
+        """``logger``, typed as never None (``__post_init__`` fills in the default)."""
+        return self.logger  # type: ignore[return-value]
 
     @classmethod
     def build(cls, options: Options | None = None, **overrides: Any) -> Options:
@@ -93,13 +94,6 @@ _BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "ed
 # name -> smallest accepted value
 _INTS = {"num_event_loop": 0, "read_buffer_cap": 1, "write_buffer_cap": 1, "socket_recv_buffer": 0,
          "socket_send_buffer": 0, "edge_triggered_chunk": 1}
-# SO_RCVBUF/SO_SNDBUF are C ints: setsockopt raises OverflowError beyond this.
-MAX_SOCKET_BUFFER = 2**31 - 1
-# Linux's MAX_TCP_KEEPIDLE/MAX_TCP_KEEPINTVL and MAX_TCP_KEEPCNT.  The kernel
-# refuses more with EINVAL -- at accept time, where it would silently drop
-# every connection -- so larger values are refused up front instead.
-MAX_KEEP_SECONDS = 32767
-MAX_KEEP_COUNT = 127
 
 
 def _check_bools(opts: Options) -> None:
@@ -122,21 +116,3 @@ def _check_ints(opts: Options) -> None:
 def _check_keepalive(opts: Options) -> None:
     check_keepalive(opts.tcp_keepalive, opts.tcp_keep_interval, opts.tcp_keep_count,
                     ("tcp_keepalive: ", "tcp_keep_interval: ", "tcp_keep_count: "))
-
-
-def check_keepalive(idle: Any, interval: Any, count: Any, labels: tuple[str, str, str]) -> None:
-    """Raise ``ValueError`` for a keep-alive setting the kernel would refuse.
-
-    ``interval`` and ``count`` may be None (their defaults); ``labels`` prefix
-    the bad value in the message ("tcp_keepalive: ", "set_keep_alive: idle=").
-    """
-    for label, value in ((labels[0], idle), (labels[1], interval)):
-        # "not 0 <= value <= max" also refuses NaN.
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value <= MAX_KEEP_SECONDS):
-            raise ValueError(f"{label}{value!r}; accepted: seconds as a number from 0 to {MAX_KEEP_SECONDS}")
-    if idle is None:
-        raise ValueError(f"{labels[0]}None; accepted: seconds as a number from 0 to {MAX_KEEP_SECONDS}")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
-                              or not 1 <= count <= MAX_KEEP_COUNT):
-        raise ValueError(f"{labels[2]}{count!r}; accepted: an int from 1 to {MAX_KEEP_COUNT}")

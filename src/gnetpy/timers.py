@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from typing import Any, Callable
+
+from .handler import Action
+
+
+def is_delay(value: Any) -> bool:
+    """A delay in seconds: a finite int or float >= 0 (not a bool, not NaN)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and value >= 0 and not math.isinf(value))
 
 
 class TimerHandle:
@@ -63,3 +72,14 @@ class TimerHeap(list):  # type: ignore[type-arg]
             if not handle.cancelled:
                 due.append(handle)
         return due
+
+
+def parse_tick(result: Any) -> tuple[float, Action]:
+    if isinstance(result, tuple) and len(result) == 2:
+        delay, action = result
+        action = Action(action if action is not None else Action.NONE)
+    else:
+        delay, action = result, Action.NONE
+    if not is_delay(delay):
+        raise TypeError(f"on_tick returned {result!r}; expected seconds >= 0 or (seconds, Action)")
+    return float(delay), action

@@ -13,6 +13,7 @@ Listeners and the wake-up descriptor are always level-triggered.
 from __future__ import annotations
 
 import select
+from typing import Callable
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -22,34 +23,26 @@ _EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
 
 class EpollPoller:
     name = "epoll"
+    poll: Callable[[float, int], list[tuple[int, int]]]
 
     def __init__(self, edge_triggered: bool = False) -> None:
         self._ep = select.epoll()
         self.edge_triggered = edge_triggered
-        # Bound once: the event loop calls it every iteration.
-        self.wait = self._ep.poll
+        # The epoll object's own method, bound once: the event loop calls it every iteration.
+        self.poll = self._ep.poll
 
-    def add_listener(self, fd: int, shared: bool = False) -> None:
+    def register(self, fd: int, events: int) -> None:
+        self._ep.register(fd, _IN | _OUT | _ET if self.edge_triggered else events)
+
+    def register_listener(self, fd: int, exclusive: bool = False) -> None:
         # A listener registered in several loops (a shared unix socket) wakes
         # only one of them per connection with EPOLLEXCLUSIVE, not all.
-        self._ep.register(fd, _IN | (_EXCLUSIVE if shared else 0))
+        self._ep.register(fd, _IN | (_EXCLUSIVE if exclusive else 0))
 
-    def add_read(self, fd: int) -> None:
-        self._ep.register(fd, _IN | _OUT | _ET if self.edge_triggered else _IN)
+    def modify(self, fd: int, events: int) -> None:
+        self._ep.modify(fd, events)
 
-    def add_read_write(self, fd: int) -> None:
-        self._ep.register(fd, _IN | _OUT | (_ET if self.edge_triggered else 0))
-
-    def modify_read(self, fd: int) -> None:
-        self._ep.modify(fd, _IN)
-
-    def modify_read_write(self, fd: int) -> None:
-        self._ep.modify(fd, _IN | _OUT)
-
-    def modify_write(self, fd: int) -> None:
-        self._ep.modify(fd, _OUT)
-
-    def delete(self, fd: int) -> None:
+    def unregister(self, fd: int) -> None:
         try:
             self._ep.unregister(fd)
         except (OSError, ValueError):

@@ -11,7 +11,6 @@ import math
 import select
 
 _IN = select.POLLIN
-_OUT = select.POLLOUT
 
 
 class PollPoller:
@@ -22,29 +21,20 @@ class PollPoller:
         self._poll = select.poll()
         self._wait_ms = self._poll.poll
 
-    def wait(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
+    def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
         """Same contract as ``epoll.poll``: seconds, negative blocks."""
         return self._wait_ms(-1 if timeout < 0 else math.ceil(timeout * 1000))
 
-    def add_listener(self, fd: int, shared: bool = False) -> None:
+    def register(self, fd: int, events: int) -> None:
+        self._poll.register(fd, events)
+
+    def register_listener(self, fd: int, exclusive: bool = False) -> None:
         self._poll.register(fd, _IN)
 
-    def add_read(self, fd: int) -> None:
-        self._poll.register(fd, _IN)
+    def modify(self, fd: int, events: int) -> None:
+        self._poll.modify(fd, events)
 
-    def add_read_write(self, fd: int) -> None:
-        self._poll.register(fd, _IN | _OUT)
-
-    def modify_read(self, fd: int) -> None:
-        self._poll.modify(fd, _IN)
-
-    def modify_read_write(self, fd: int) -> None:
-        self._poll.modify(fd, _IN | _OUT)
-
-    def modify_write(self, fd: int) -> None:
-        self._poll.modify(fd, _OUT)
-
-    def delete(self, fd: int) -> None:
+    def unregister(self, fd: int) -> None:
         try:
             self._poll.unregister(fd)
         except (KeyError, OSError, ValueError):

@@ -1,0 +1,47 @@
+"""SIGINT/SIGTERM while ``run``/``rotate`` serve in the main thread: a graceful stop.
+
+The handlers are installed *before* the engine boots, so a signal that
+arrives while it boots (or just after, before anything else runs) is not
+lost to the default action; it stops the engine as soon as there is one.
+The previous handlers come back on exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopOnSignals:
+    """A context manager; ``attach(engine)`` once there is an engine to stop."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+        if self._received is not None:
+            self._on_signal(self._received, None)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._received = signum
+        if self._engine is not None:
+            self._engine.request_stop(reason=f"{signal.Signals(signum).name} received")
