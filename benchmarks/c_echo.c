@@ -7,7 +7,12 @@
  * EPOLLOUT instead of reading more, so the client feels backpressure and
  * memory stays bounded (at most 64 KiB pending per connection).
  *
- * usage: c_echo --addr tcp://HOST:PORT | unix:///path
+ * UDP (--addr udp://HOST:PORT): one non-blocking datagram socket in the same
+ * epoll set; each readable event reads datagrams with recvfrom and sends each
+ * straight back with sendto until the socket is drained (at most 64 per
+ * event).  A datagram the socket buffer refuses is dropped, as UDP may.
+ *
+ * usage: c_echo --addr tcp://HOST:PORT | unix:///path | udp://HOST:PORT
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +30,7 @@
 
 #define BUF_SIZE (64 * 1024)
 #define MAX_EVENTS 256
+#define UDP_BURST 64            /* datagrams per readable event, then back to epoll */
 
 struct conn {
     int fd;
@@ -34,6 +40,7 @@ struct conn {
 
 static int epfd;
 static int is_tcp;
+static int is_udp;
 static char buf[BUF_SIZE];
 
 static void die(const char *what)
@@ -142,16 +149,17 @@ static int listen_on(const char *addr)
         sun->sun_family = AF_UNIX;
         strcpy(sun->sun_path, path);
         sslen = sizeof *sun;
-    } else if (strncmp(addr, "tcp://", 6) == 0) {
+    } else if (strncmp(addr, "tcp://", 6) == 0 || strncmp(addr, "udp://", 6) == 0) {
+        is_udp = addr[0] == 'u';
         char host[256];
         const char *hp = addr + 6, *colon = strrchr(hp, ':');
         if (!colon || (size_t)(colon - hp) >= sizeof host) {
-            fprintf(stderr, "c_echo: expected tcp://HOST:PORT, got %s\n", addr);
+            fprintf(stderr, "c_echo: expected %.3s://HOST:PORT, got %s\n", addr, addr);
             exit(2);
         }
         memcpy(host, hp, (size_t)(colon - hp));
         host[colon - hp] = '\0';
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+        struct addrinfo hints = {.ai_socktype = is_udp ? SOCK_DGRAM : SOCK_STREAM,
                                  .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
         struct addrinfo *res;
         int rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
@@ -162,13 +170,14 @@ static int listen_on(const char *addr)
         memcpy(&ss, res->ai_addr, res->ai_addrlen);
         sslen = res->ai_addrlen;
         freeaddrinfo(res);
-        is_tcp = 1;
+        is_tcp = !is_udp;
     } else {
-        fprintf(stderr, "c_echo: --addr must be tcp://HOST:PORT or unix:///path, got %s\n",
-                addr);
+        fprintf(stderr, "c_echo: --addr must be tcp://HOST:PORT, unix:///path or "
+                "udp://HOST:PORT, got %s\n", addr);
         exit(2);
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss.ss_family, (is_udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
+                    SOCK_CLOEXEC, 0);
     if (fd < 0)
         die("socket");
     int one = 1;
@@ -176,9 +185,30 @@ static int listen_on(const char *addr)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0)
         die("bind");
-    if (listen(fd, SOMAXCONN) < 0)
+    if (!is_udp && listen(fd, SOMAXCONN) < 0)
         die("listen");
     return fd;
+}
+
+/* Echo the datagrams queued on the UDP socket, each to its sender. */
+static void udp_echo(int fd)
+{
+    struct sockaddr_storage peer;
+    for (int i = 0; i < UDP_BURST; i++) {
+        socklen_t plen = sizeof peer;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &plen);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EINTR || errno == ECONNREFUSED)
+                continue;   /* ECONNREFUSED: an ICMP error for an earlier reply */
+            die("recvfrom");
+        }
+        if (sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, plen) < 0 &&
+            errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS &&
+            errno != ECONNREFUSED && errno != EINTR)
+            die("sendto");
+    }
 }
 
 /* Idle-connection runs need thousands of descriptors. */
@@ -194,7 +224,7 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
     if (argc != 3 || strcmp(argv[1], "--addr") != 0) {
-        fputs("usage: c_echo --addr tcp://HOST:PORT | unix:///path\n", stderr);
+        fputs("usage: c_echo --addr tcp://HOST:PORT | unix:///path | udp://HOST:PORT\n", stderr);
         return 2;
     }
     raise_nofile();
@@ -216,7 +246,9 @@ int main(int argc, char **argv)
         }
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
-            if (!c)
+            if (!c && is_udp)
+                udp_echo(lfd);
+            else if (!c)
                 accept_all(lfd);
             else if (c->pending_len)
                 on_writable(c);

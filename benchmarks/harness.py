@@ -7,8 +7,9 @@
 Each run starts a fresh echo server pinned to one CPU, drives it with the C
 load generator (benchmarks/loadgen.c, built on first use) pinned to another,
 and stops it.  Servers are interleaved (A B C D A B C D ...) so that drift on
-the machine hits all of them alike.  See benchmarks/README.md for what the
-workloads and columns mean.
+the machine hits all of them alike.  W1-W5 are TCP (or Unix-socket) echo under
+steady load and idle connections, W6 is connection churn, W7 is UDP echo.  See
+benchmarks/README.md for what the workloads and columns mean.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 BUILD_DIR = BENCH_DIR / "build"
 GNETPY_ECHO = REPO_ROOT / "examples" / "echo.py"
+GNETPY_UDP_ECHO = REPO_ROOT / "examples" / "udp_echo.py"
 ASYNCIO_ECHO = BENCH_DIR / "servers" / "asyncio_echo.py"
+ASYNCIO_UDP_ECHO = BENCH_DIR / "servers" / "asyncio_udp_echo.py"
 FLOOR_ECHO = BENCH_DIR / "servers" / "floor_echo.py"
 DEFAULT_OUT = BENCH_DIR / "results"
 
@@ -51,6 +54,11 @@ STOP_GRACE_S = 2.0           # SIGTERM, then SIGKILL after this
 LOADGEN_SLACK_S = 60.0       # connection setup and exit, beyond warm-up + duration
 IDLE_SETUP_TIMEOUT_S = 300.0  # W5: opening all idle connections
 FD_MARGIN = 100              # descriptors a server or loadgen needs besides connections
+UDP_PROBE_TIMEOUT_S = 0.2    # readiness of a UDP server: one datagram echoed within this
+# W6: the load generator's clients are spread over 127.0.0.1..127.0.0.N so that
+# TIME_WAIT (on its side: it closes first) cannot run it out of ephemeral
+# ports; see "Connection churn and TIME_WAIT" in benchmarks/README.md.
+CHURN_SRC_ADDRS = 64
 
 
 class HarnessError(Exception):
@@ -61,10 +69,15 @@ class HarnessError(Exception):
 class Workload:
     name: str
     title: str
-    conns: int
+    conns: int                 # connections; clients in W6, UDP sockets in W7
     size: int = 64
     depth: int = 1
     idle: bool = False
+    mode: str = "load"         # load, idle, churn (a connection per request) or udp
+
+    @property
+    def udp(self) -> bool:
+        return self.mode == "udp"
 
 
 WORKLOADS = {
@@ -74,7 +87,9 @@ WORKLOADS = {
         Workload("W2", "50 conns x 64 B, 16 in flight", 50, depth=16),
         Workload("W3", "10 conns x 16 KiB, 4 in flight", 10, size=16 * 1024, depth=4),
         Workload("W4", "1000 conns x 64 B ping-pong", 1000),
-        Workload("W5", "idle conns: server RSS per connection", 10_000, idle=True),
+        Workload("W5", "idle conns: server RSS per connection", 10_000, idle=True, mode="idle"),
+        Workload("W6", "50 clients: connect, 64 B ping-pong, close", 50, mode="churn"),
+        Workload("W7", "50 UDP sockets x 64 B ping-pong", 50, mode="udp"),
     )
 }
 
@@ -85,12 +100,34 @@ class Server:
     command: Callable[[str], list[str]]    # listen address -> argv
     unavailable: Callable[[], str | None]  # why it cannot run here, or None
     env: Callable[[], dict[str, str]] = lambda: {}
+    udp_command: Callable[[str], list[str]] | None = None   # udp://HOST:PORT -> argv (W7)
+    udp_unavailable: Callable[[], str | None] = lambda: None
+
+    def argv(self, addr: str) -> list[str]:
+        if addr.startswith("udp://"):
+            assert self.udp_command is not None
+            return self.udp_command(addr)
+        return self.command(addr)
+
+    def cannot_run(self, wl: Workload) -> str | None:
+        """Why this server cannot run workload `wl` (beyond `unavailable`), or None."""
+        if not wl.udp:
+            return None
+        if self.udp_command is None:
+            return f"{self.name} has no UDP server"
+        return self.udp_unavailable()
 
 
 def _gnetpy_missing() -> str | None:
     if GNETPY_ECHO.exists():
         return None
     return f"gnetpy server missing: {GNETPY_ECHO.relative_to(REPO_ROOT)} does not exist"
+
+
+def _gnetpy_udp_missing() -> str | None:
+    if GNETPY_UDP_ECHO.exists():
+        return None
+    return f"gnetpy UDP server missing: {GNETPY_UDP_ECHO.relative_to(REPO_ROOT)} does not exist"
 
 
 def _uvloop_missing() -> str | None:
@@ -114,21 +151,26 @@ SERVERS = {
             lambda addr: [sys.executable, str(GNETPY_ECHO), "--addr", addr, "--loops", "1"],
             _gnetpy_missing,
             _gnetpy_env,
+            lambda addr: [sys.executable, str(GNETPY_UDP_ECHO), "--addr", addr],
+            _gnetpy_udp_missing,
         ),
         Server(
             "asyncio",
             lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr],
             lambda: None,
+            udp_command=lambda addr: [sys.executable, str(ASYNCIO_UDP_ECHO), "--addr", addr],
         ),
         Server(
             "uvloop",
             lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr, "--uvloop"],
             _uvloop_missing,
+            udp_command=lambda addr: [sys.executable, str(ASYNCIO_UDP_ECHO), "--addr", addr, "--uvloop"],
         ),
         Server(
             "c",
             lambda addr: [str(BUILD_DIR / "c_echo"), "--addr", addr],
             lambda: None,
+            udp_command=lambda addr: [str(BUILD_DIR / "c_echo"), "--addr", addr],
         ),
         Server(
             "floor",
@@ -140,12 +182,15 @@ SERVERS = {
 
 
 def add_baseline_server(checkout: Path) -> None:
-    """Register server 'baseline': the echo example of another checkout, with its own src/."""
+    """Register server 'baseline': the echo examples of another checkout, with its own src/."""
+    udp_echo = checkout / "examples" / "udp_echo.py"
     SERVERS["baseline"] = Server(
         "baseline",
         lambda addr: [sys.executable, str(checkout / "examples" / "echo.py"), "--addr", addr, "--loops", "1"],
         lambda: None,
         lambda: {"PYTHONPATH": str(checkout / "src")},
+        lambda addr: [sys.executable, str(udp_echo), "--addr", addr],
+        lambda: None if udp_echo.exists() else f"baseline UDP server missing: {udp_echo} does not exist",
     )
 
 
@@ -164,6 +209,24 @@ LOAD_METRICS = (
     "loadgen_cpu_util",
 )
 IDLE_METRICS = ("kib_per_conn",)
+CHURN_METRICS = (
+    "conns_per_s",
+    "rtt_p50_us",
+    "rtt_p99_us",
+    "server_user_us_per_conn",
+    "server_sys_us_per_conn",
+    "server_cpu_util",
+    "loadgen_cpu_util",
+)
+UDP_METRICS = (*LOAD_METRICS, "lost")   # a message is a datagram
+METRICS = {"load": LOAD_METRICS, "idle": IDLE_METRICS, "churn": CHURN_METRICS, "udp": UDP_METRICS}
+# Per mode: the throughput and the server CPU figure that get ratios, tables and charts.
+COMPARED = {
+    "load": ("msgs_per_s", "server_user_us_per_msg"),
+    "idle": ("kib_per_conn",),
+    "churn": ("conns_per_s", "server_user_us_per_conn"),
+    "udp": ("msgs_per_s", "server_user_us_per_msg"),
+}
 REFERENCES = ("uvloop", "c")
 
 
@@ -295,6 +358,30 @@ def free_tcp_addr() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
+def free_udp_addr() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return f"udp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def try_udp_echo(addr: str, timeout: float) -> bool:
+    """Send one datagram to udp://HOST:PORT; True once it comes back unchanged."""
+    host, _, port = addr[len("udp://"):].rpartition(":")
+    probe = f"gnetpy-bench ready? {time.monotonic_ns()}".encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((host, int(port)))
+            s.send(probe)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if s.recv(65536) == probe:
+                    return True
+        except OSError:   # timeout, or ECONNREFUSED: nothing bound to the port yet
+            return False
+    return False
+
+
 def try_connect(addr: str, timeout: float) -> bool:
     if addr.startswith("unix://"):
         family, target = socket.AF_UNIX, addr[len("unix://"):]
@@ -315,7 +402,7 @@ def start_server(
     cpu: int | None, env: dict[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> RunningServer:
-    """Start a server and wait until it accepts a connection."""
+    """Start a server and wait until it accepts a connection (UDP: echoes a datagram)."""
     log = workdir / f"{name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
         proc = procs.spawn(
@@ -323,14 +410,16 @@ def start_server(
             stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
     server = RunningServer(name, proc, addr, log)
+    udp = addr.startswith("udp://")
     deadline = time.monotonic() + ready_timeout
     while True:
-        server.check_alive("before accepting a connection")
-        if try_connect(addr, timeout=0.5):
+        server.check_alive("before echoing a datagram" if udp else "before accepting a connection")
+        if try_udp_echo(addr, UDP_PROBE_TIMEOUT_S) if udp else try_connect(addr, timeout=0.5):
             return server
         if time.monotonic() >= deadline:
+            what = "echo a datagram" if udp else "accept a connection"
             raise HarnessError(
-                f"{name} server did not accept a connection on {addr} within "
+                f"{name} server did not {what} on {addr} within "
                 f"{ready_timeout:g} s; its output:\n{server.output()}"
             )
         time.sleep(0.02)
@@ -342,7 +431,19 @@ def start_server(
 def loadgen_target(addr: str) -> list[str]:
     if addr.startswith("unix://"):
         return ["--unix", addr[len("unix://"):]]
+    if addr.startswith("udp://"):
+        return ["--udp", addr[len("udp://"):]]
     return ["--tcp", addr[len("tcp://"):]]
+
+
+def mode_args(wl: Workload, addr: str) -> list[str]:
+    """The load generator's options for `wl` beyond target, size and timing."""
+    if wl.mode == "churn":
+        spread = ["--src-addrs", str(CHURN_SRC_ADDRS)] if addr.startswith("tcp://") else []
+        return ["--churn", *spread]
+    if wl.mode == "udp":
+        return []
+    return ["--depth", str(wl.depth)]
 
 
 def read_rss_kib(pid: int) -> int:
@@ -384,7 +485,7 @@ def run_load(
 ) -> dict[str, Any]:
     argv = [
         str(loadgen), *loadgen_target(server.addr),
-        "--conns", str(wl.conns), "--size", str(wl.size), "--depth", str(wl.depth),
+        "--conns", str(wl.conns), "--size", str(wl.size), *mode_args(wl, server.addr),
         "--duration", str(cfg.duration), "--warmup", str(cfg.warmup),
         "--pid", str(server.proc.pid),
     ]
@@ -441,12 +542,14 @@ def run_once(
 ) -> dict[str, Any]:
     """Fresh server, one measurement, server stopped."""
     server_cpu, loadgen_cpu = pick_cpus()
-    if cfg.unix:
+    if wl.udp:
+        addr = free_udp_addr()   # W7 is UDP whatever --unix says
+    elif cfg.unix:
         addr = f"unix://{workdir / f'{server_name}-{time.monotonic_ns()}.sock'}"
     else:
         addr = free_tcp_addr()
     spec = SERVERS[server_name]
-    server = start_server(procs, server_name, spec.command(addr), addr, workdir,
+    server = start_server(procs, server_name, spec.argv(addr), addr, workdir,
                           server_cpu, spec.env())
     try:
         if wl.idle:
@@ -470,7 +573,8 @@ def summarize(runs: list[dict[str, Any]], cfg: Config) -> dict[str, dict[str, An
     """summary[workload][server] = {metric: {median, min, max}, ..., "ratios": {...}}."""
     summary: dict[str, dict[str, Any]] = {}
     for wl_name in cfg.workloads:
-        metrics = IDLE_METRICS if WORKLOADS[wl_name].idle else LOAD_METRICS
+        mode = WORKLOADS[wl_name].mode
+        metrics = METRICS[mode]
         per_server: dict[str, Any] = {}
         for srv in cfg.servers:
             mine = [r for r in runs if r["workload"] == wl_name and r["server"] == srv]
@@ -479,8 +583,7 @@ def summarize(runs: list[dict[str, Any]], cfg: Config) -> dict[str, dict[str, An
                 per_server[srv]["runs"] = len(mine)
                 if WORKLOADS[wl_name].idle:
                     per_server[srv]["connections"] = mine[0]["connections"]
-        compared = ("kib_per_conn",) if WORKLOADS[wl_name].idle else (
-            "msgs_per_s", "server_user_us_per_msg")
+        compared = COMPARED[mode]
         for srv, s in per_server.items():
             s["ratios"] = {
                 f"{m}_vs_{ref}": ratio(s[m]["median"], per_server[ref][m]["median"])
@@ -532,19 +635,41 @@ LOAD_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/msg"
                "sys µs/msg", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
 IDLE_HEADER = ["workload", "server", "conns", "KiB/conn", "RSS before KiB", "RSS after KiB",
                "KiB/uvloop", "KiB/C"]
+CHURN_HEADER = ["workload", "server", "conns/s", "p99 µs", "user µs/conn", "sys µs/conn",
+                "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
+UDP_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/datagram",
+              "sys µs/datagram", "lost", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
+HEADERS = {"load": LOAD_HEADER, "idle": IDLE_HEADER, "churn": CHURN_HEADER, "udp": UDP_HEADER}
 
 
-def table_rows(summary: dict[str, dict[str, Any]], idle: bool) -> list[list[str]]:
+def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]:
     rows = []
     for wl_name, per_server in summary.items():
-        if WORKLOADS[wl_name].idle != idle:
+        if WORKLOADS[wl_name].mode != mode:
             continue
         for srv, s in per_server.items():
             r = s["ratios"]
-            if idle:
+            if mode == "idle":
                 rows.append([wl_name, srv, str(s["connections"]), cell(s["kib_per_conn"]),
                              "", "", times(r["kib_per_conn_vs_uvloop"]),
                              times(r["kib_per_conn_vs_c"])])
+            elif mode == "churn":
+                rows.append([
+                    wl_name, srv, cell(s["conns_per_s"]), cell(s["rtt_p99_us"]),
+                    cell(s["server_user_us_per_conn"]), cell(s["server_sys_us_per_conn"]),
+                    times(r["conns_per_s_vs_uvloop"]), times(r["conns_per_s_vs_c"]),
+                    times(r["server_user_us_per_conn_vs_uvloop"]),
+                    times(r["server_user_us_per_conn_vs_c"]),
+                ])
+            elif mode == "udp":
+                rows.append([
+                    wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
+                    cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]), cell(s["lost"]),
+                    times(r["msgs_per_s_vs_uvloop"]), times(r["msgs_per_s_vs_c"]),
+                    times(r["server_user_us_per_msg_vs_uvloop"]),
+                    times(r["server_user_us_per_msg_vs_c"]),
+                ])
             else:
                 rows.append([
                     wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
@@ -580,14 +705,14 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def build_tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+    """One table per kind of workload: W1-W4, W5, W6, W7."""
     tables = []
-    load_rows = table_rows(results["summary"], idle=False)
-    if load_rows:
-        tables.append((LOAD_HEADER, load_rows))
-    idle_rows = table_rows(results["summary"], idle=True)
-    if idle_rows:
-        idle_rss_cells(results["runs"], idle_rows)
-        tables.append((IDLE_HEADER, idle_rows))
+    for mode, header in HEADERS.items():
+        rows = table_rows(results["summary"], mode)
+        if rows and mode == "idle":
+            idle_rss_cells(results["runs"], rows)
+        if rows:
+            tables.append((header, rows))
     return tables
 
 
@@ -607,8 +732,21 @@ def notes(results: dict[str, Any]) -> list[str]:
                    f"{pin['loadgen_cpu']}.")
     if results.get("idle_note"):
         out.append(results["idle_note"])
+    wls = cfg["workloads"]
+    if "W6" in wls:
+        spread = ("over Unix sockets" if cfg["unix"]
+                  else f"clients bound to {CHURN_SRC_ADDRS} source addresses 127.0.0.1-{CHURN_SRC_ADDRS}")
+        out.append(f"W6: a new connection per request (connect, 64 B ping-pong, client closes); "
+                   f"conns/s and server CPU per connection; {spread}.")
+    if "W7" in wls:
+        out.append("W7: UDP on 127.0.0.1" + (" (--unix does not apply)" if cfg["unix"] else "")
+                   + "; user/sys per datagram; lost: datagrams not echoed within the load "
+                   "generator's timeout (counted, then replaced).")
     for srv, reason in results["skipped"].items():
         out.append(f"SKIPPED {srv}: {reason}")
+    for wl_name, per_server in results.get("skipped_workloads", {}).items():
+        for srv, reason in per_server.items():
+            out.append(f"SKIPPED {srv} in {wl_name}: {reason}")
     return out
 
 
@@ -637,24 +775,23 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
     except ImportError:
         return "matplotlib is not importable (pip install matplotlib); no chart written"
     summary = results["summary"]
-    load_wls = [w for w in summary if not WORKLOADS[w].idle and summary[w]]
-    idle_wls = [w for w in summary if WORKLOADS[w].idle and summary[w]]
-    panels = [(w, "msgs_per_s", "msgs/s (higher is better)") for w in load_wls]
-    panels_cpu = [(w, "server_user_us_per_msg", "server user CPU µs/msg (lower is better)")
-                  for w in load_wls]
-    panels += [(w, "kib_per_conn", "server KiB per idle conn (lower is better)")
-               for w in idle_wls]
-    cols = len(panels)
+    # Workloads with a throughput (top) and a server CPU panel (bottom) first, then W5.
+    wls = ([w for w in summary if not WORKLOADS[w].idle and summary[w]]
+           + [w for w in summary if WORKLOADS[w].idle and summary[w]])
+    cols = len(wls)
     if cols == 0:
         return "no results to chart"
     fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.5), squeeze=False)
     palette = ("tab:green", "tab:blue", "tab:purple", "tab:gray", "tab:olive", "tab:orange", "tab:brown", "tab:cyan")
     colors = {name: palette[i % len(palette)] for i, name in enumerate(SERVERS)}
-    for col, (w, metric, label) in enumerate(panels):
-        _bars(axes[0][col], summary[w], metric, label, w, colors)
-        if col < len(panels_cpu):
-            _bars(axes[1][col], summary[w], *panels_cpu[col][1:], w, colors)
-        else:
+    for col, w in enumerate(wls):
+        mode = WORKLOADS[w].mode
+        # W7's lost datagrams go under the bars, with each server's name.
+        ticks = ({s: f"{s}\nlost {num(v['lost']['median'])}" for s, v in summary[w].items()}
+                 if mode == "udp" else None)
+        for row, (metric, label) in enumerate(CHART_PANELS[mode]):
+            _bars(axes[row][col], summary[w], metric, label, w, colors, ticks)
+        if len(CHART_PANELS[mode]) == 1:
             axes[1][col].axis("off")
     m = results["machine"]
     fig.suptitle(f"gnetpy benchmarks · {m['cpu_model']} · {m['date']} · "
@@ -665,13 +802,26 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
     return None
 
 
+# Per mode: (metric, axis label) for the top panel and, where there is one, the bottom.
+CHART_PANELS = {
+    "load": (("msgs_per_s", "msgs/s (higher is better)"),
+             ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+    "churn": (("conns_per_s", "conns/s (higher is better)"),
+              ("server_user_us_per_conn", "server user CPU µs/conn (lower is better)")),
+    "udp": (("msgs_per_s", "datagrams/s (higher is better)"),
+            ("server_user_us_per_msg", "server user CPU µs/datagram (lower is better)")),
+    "idle": (("kib_per_conn", "server KiB per idle conn (lower is better)"),),
+}
+
+
 def _bars(ax: Any, per_server: dict[str, Any], metric: str, label: str, title: str,
-          colors: dict[str, str]) -> None:
+          colors: dict[str, str], ticks: dict[str, str] | None = None) -> None:
     names = list(per_server)
     med = [per_server[s][metric]["median"] for s in names]
     lo = [med[i] - per_server[s][metric]["min"] for i, s in enumerate(names)]
     hi = [per_server[s][metric]["max"] - med[i] for i, s in enumerate(names)]
-    ax.bar(names, med, yerr=[lo, hi], capsize=3, color=[colors[s] for s in names])
+    ax.bar([ticks[s] if ticks else s for s in names], med, yerr=[lo, hi], capsize=3,
+           color=[colors[s] for s in names])
     ax.yaxis.set_major_formatter(lambda v, _pos: num(v))
     ax.set_title(f"{title}: {WORKLOADS[title].title}", fontsize=8)
     ax.set_ylabel(label, fontsize=8)
@@ -725,6 +875,13 @@ def benchmark(cfg: Config) -> dict[str, Any]:
     ran = dataclasses.replace(cfg, servers=[s for s in cfg.servers if s not in skipped])
     if not ran.servers:
         raise HarnessError("none of the requested servers can run here")
+    # A server that runs, but not this workload (floor has no UDP; gnetpy's UDP example may be missing).
+    skipped_workloads: dict[str, dict[str, str]] = {}
+    for wl_name in cfg.workloads:
+        for srv in ran.servers:
+            if why := SERVERS[srv].cannot_run(WORKLOADS[wl_name]):
+                skipped_workloads.setdefault(wl_name, {})[srv] = why
+                print(f"SKIPPING {srv} in {wl_name}: {why}", file=sys.stderr)
     loadgen = ensure_built("loadgen")
     if "c" in ran.servers:
         ensure_built("c_echo")
@@ -738,8 +895,9 @@ def benchmark(cfg: Config) -> dict[str, Any]:
     with Processes() as procs, tempfile.TemporaryDirectory(prefix="gnetpy-bench-") as tmp:
         for wl_name in cfg.workloads:
             wl = WORKLOADS[wl_name]
+            runnable = [s for s in ran.servers if s not in skipped_workloads.get(wl_name, {})]
             for rep in range(cfg.reps):
-                for srv in ran.servers:   # interleaved: A B C D A B C D ...
+                for srv in runnable:   # interleaved: A B C D A B C D ...
                     result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns)
                     runs.append({"workload": wl_name, "server": srv, "rep": rep, **result})
                     progress(runs[-1], cfg)
@@ -749,6 +907,7 @@ def benchmark(cfg: Config) -> dict[str, Any]:
         "config": {**dataclasses.asdict(ran), "out": str(cfg.out)},
         "workloads": {w: dataclasses.asdict(WORKLOADS[w]) for w in cfg.workloads},
         "skipped": skipped,
+        "skipped_workloads": skipped_workloads,
         "idle_note": idle_note,
         "runs": runs,
         "summary": summarize(runs, ran),
@@ -759,6 +918,18 @@ def progress(run: dict[str, Any], cfg: Config) -> None:
     head = f"{run['workload']} rep {run['rep'] + 1}/{cfg.reps} {run['server']:8}"
     if "kib_per_conn" in run:
         body = f"{run['kib_per_conn']:.2f} KiB/conn over {run['connections']} conns"
+    elif run.get("mode") == "churn":
+        body = (f"{num(run['conns_per_s'])} conns/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_conn'])} us/conn  "
+                f"sys {num(run['server_sys_us_per_conn'])} us/conn  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
+    elif run.get("mode") == "udp":
+        body = (f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_msg'])} us/datagram  "
+                f"sys {num(run['server_sys_us_per_msg'])} us/datagram  lost {run['lost']}  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
     else:
         body = (f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
                 f"user {num(run['server_user_us_per_msg'])} us/msg  "
@@ -831,7 +1002,8 @@ def parse_args(argv: list[str] | None) -> Config:
                    + f" (default: all but {', '.join(ON_REQUEST)}; see benchmarks/README.md)")
     p.add_argument("--idle-conns", type=_positive(int),
                    help="W5 connection count (default 10000; 2000 with --quick)")
-    p.add_argument("--unix", action="store_true", help="Unix domain sockets instead of TCP")
+    p.add_argument("--unix", action="store_true",
+                   help="Unix domain sockets instead of TCP (W1-W6; W7 stays UDP)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory (default benchmarks/results)")
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",

@@ -15,6 +15,16 @@
  * small echo, prints a report and holds them until stdin closes (or --hold
  * seconds, or SIGTERM/SIGINT) so the caller can measure server memory.
  *
+ * Churn mode (--churn): N clients each loop over connect, one SIZE-byte
+ * ping-pong, close (the client closes first, after the whole echo is back);
+ * reports connections/s, the connect->echo->close time p50/p99 and the
+ * server's CPU time per connection.
+ *
+ * UDP mode (--udp HOST:PORT): N connected UDP sockets each keep one SIZE-byte
+ * datagram in flight; a datagram not echoed within --loss-timeout is counted
+ * lost and replaced by one with a new sequence number.  Reports datagrams/s,
+ * round-trip p50/p99, lost datagrams and the server's CPU time per datagram.
+ *
  * Output: one JSON object on stdout.  Errors: one line on stderr, exit 1.
  */
 #define _GNU_SOURCE
@@ -45,6 +55,15 @@
 #define MAX_EVENTS 512
 #define BATCH_TIMEOUT_S 10.0      /* bound on setting up one batch of connections */
 #define MAX_INFLIGHT_BYTES (64u << 20)
+#define TIME_WAIT_S 60            /* Linux's TCP_TIMEWAIT_LEN: a closed client port's hold */
+#define MAX_SRC_ADDRS 254         /* churn: 127.0.0.1 .. 127.0.0.254 */
+#define UDP_HEADER 16             /* u32 magic, u32 socket, u64 sequence; pattern after */
+#define UDP_MAGIC 0x4c475544u     /* "LGUD" */
+#define UDP_MAX_SIZE 65507        /* the largest UDP payload over IPv4 */
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 /* Latency histogram in nanoseconds: exact below 256 ns, then 128 sub-buckets
  * per power of two (< 0.8 % error), fixed size, no allocation per sample. */
@@ -68,9 +87,36 @@ struct conn {
     uint64_t *issued_ns;        /* ring of DEPTH send times, by message index */
 };
 
+/* Churn mode: one client slot, reused by each of its successive connections. */
+enum churn_state { CH_CONNECTING, CH_ECHO };
+
+struct churn {
+    int fd;
+    int idx;                    /* client slot */
+    enum churn_state state;
+    int want_out;
+    uint64_t seq;               /* connection number, over all clients */
+    uint64_t phase_shift;       /* where this connection's bytes start in the pattern */
+    size_t sent, recvd;         /* bytes of the one message */
+    uint64_t started_ns;        /* before socket() */
+};
+
+/* UDP mode: one connected socket with one datagram in flight. */
+struct dgram {
+    int fd;
+    int idx;
+    int unsent;                 /* the send found a full socket buffer: retry on a tick */
+    uint64_t seq;               /* the datagram in flight */
+    uint64_t sent_ns;
+};
+
 struct options {
     const char *tcp;
     const char *unix_path;
+    const char *udp;
+    int churn;
+    int src_addrs;
+    double loss_timeout_ms;
     int conns;
     size_t size;
     unsigned depth;
@@ -88,13 +134,20 @@ struct cpu_sample {
 
 static struct options opt = {
     .conns = 50, .size = 64, .depth = 1, .duration = 5.0, .warmup = 1.0,
-    .pid = 0, .idle = 0, .hold = -1.0, .batch = 64,
+    .pid = 0, .idle = 0, .hold = -1.0, .batch = 64, .src_addrs = 1, .loss_timeout_ms = 200.0,
 };
 
 static struct {
     enum phase phase;
     int epfd;
     struct conn *conns;
+    struct churn *clients;       /* churn mode */
+    struct dgram *dgrams;        /* UDP mode */
+    void (*on_event)(void *ptr, uint32_t events);
+    uint64_t next_seq;           /* churn: connections opened so far */
+    uint64_t lost, stale;        /* UDP: datagrams timed out in the window; late echoes */
+    unsigned char *sbuf;         /* UDP: the datagram being built */
+    unsigned char *expect;       /* UDP: the datagram expected back */
     uint64_t *issued_slab;
     unsigned char *pattern;      /* PATTERN_PERIOD bytes, then repeated slack */
     size_t pattern_len;
@@ -357,8 +410,9 @@ static void on_readable(struct conn *c)
     }
 }
 
-static void on_event(struct conn *c, uint32_t events)
+static void on_event(void *ptr, uint32_t events)
 {
+    struct conn *c = ptr;
     if (c->state == CONNECTING) {
         on_connected(c);
         return;
@@ -381,7 +435,7 @@ static void poll_once(int timeout_ms)
         if (evs[i].data.ptr == NULL)   /* stdin, in idle mode */
             g.stdin_ready = 1;
         else
-            on_event(evs[i].data.ptr, evs[i].events);
+            g.on_event(evs[i].data.ptr, evs[i].events);
     }
 }
 
@@ -469,6 +523,69 @@ static void check_stalls(uint64_t window_start, uint64_t window_end)
     }
 }
 
+/* The warm-up and the measured window, with the server's and our own CPU
+ * time read at the window's edges. */
+struct window {
+    uint64_t t0, t1;
+    struct cpu_sample cpu0, cpu1;
+    double self0, self1;
+};
+
+/* Dispatch events until `deadline`; `tick`, if given, runs every tick_ns. */
+static void poll_until(uint64_t deadline, void (*tick)(uint64_t now), uint64_t tick_ns)
+{
+    uint64_t now, next_tick = now_ns() + tick_ns;
+    while ((now = now_ns()) < deadline) {
+        poll_once(ms_until(tick && next_tick < deadline ? next_tick : deadline));
+        if (tick && (now = now_ns()) >= next_tick) {
+            tick(now);
+            next_tick = now + tick_ns;
+        }
+    }
+}
+
+static void warm_up_and_measure(uint64_t start, struct window *w, void (*tick)(uint64_t now),
+                                uint64_t tick_ns)
+{
+    uint64_t measure_at = start + (uint64_t)(opt.warmup * 1e9);
+    uint64_t end_at = measure_at + (uint64_t)(opt.duration * 1e9);
+    g.phase = WARMUP;
+    poll_until(measure_at, tick, tick_ns);
+
+    g.phase = MEASURE;
+    if (opt.pid)
+        w->cpu0 = read_server_cpu();
+    w->self0 = self_cpu_s();
+    w->t0 = now_ns();
+    poll_until(end_at, tick, tick_ns);
+    w->t1 = now_ns();
+    if (opt.pid)
+        w->cpu1 = read_server_cpu();
+    w->self1 = self_cpu_s();
+}
+
+static double window_s(const struct window *w)
+{
+    return (double)(w->t1 - w->t0) / 1e9;
+}
+
+/* The server's CPU time over the window per `unit` (msg, conn), as JSON fields. */
+static void print_server_cpu(const struct window *w, const char *unit, double count)
+{
+    if (opt.pid) {
+        double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
+        double user_us = (double)(w->cpu1.utime - w->cpu0.utime) * tick_us;
+        double sys_us = (double)(w->cpu1.stime - w->cpu0.stime) * tick_us;
+        printf(", \"server_pid\": %ld, \"server_user_us_per_%s\": %.4f, "
+               "\"server_sys_us_per_%s\": %.4f, \"server_cpu_util\": %.3f",
+               opt.pid, unit, user_us / count, unit, sys_us / count,
+               (user_us + sys_us) / 1e6 / window_s(w));
+    } else {
+        printf(", \"server_pid\": null, \"server_user_us_per_%s\": null, "
+               "\"server_sys_us_per_%s\": null, \"server_cpu_util\": null", unit, unit);
+    }
+}
+
 static void run_load(uint64_t t_start)
 {
     setup_connections();
@@ -483,30 +600,14 @@ static void run_load(uint64_t t_start)
         c->queued += (uint64_t)opt.depth * opt.size;
         flush_send(c);
     }
-    uint64_t measure_at = now + (uint64_t)(opt.warmup * 1e9);
-    uint64_t end_at = measure_at + (uint64_t)(opt.duration * 1e9);
-    while (now_ns() < measure_at)
-        poll_once(ms_until(measure_at));
+    struct window w = {0};
+    warm_up_and_measure(now, &w, NULL, 0);
 
-    g.phase = MEASURE;
-    struct cpu_sample cpu0 = {0, 0}, cpu1 = {0, 0};
-    if (opt.pid)
-        cpu0 = read_server_cpu();
-    double self0 = self_cpu_s();
-    uint64_t t0 = now_ns();
-    while (now_ns() < end_at)
-        poll_once(ms_until(end_at));
-    uint64_t t1 = now_ns();
-    if (opt.pid)
-        cpu1 = read_server_cpu();
-    double self1 = self_cpu_s();
-
-    check_stalls(t0, t1);
+    check_stalls(w.t0, w.t1);
+    double secs = window_s(&w);
     if (g.measured_msgs == 0)
-        fail("no message completed a round trip in the %.2f s measured window",
-             (double)(t1 - t0) / 1e9);
+        fail("no message completed a round trip in the %.2f s measured window", secs);
 
-    double secs = (double)(t1 - t0) / 1e9;
     double msgs = (double)g.measured_msgs;
     printf("{\"mode\": \"load\", \"connections\": %d, \"msg_size\": %zu, \"depth\": %u, "
            "\"warmup_s\": %.3f, \"duration_s\": %.6f, \"setup_s\": %.3f, "
@@ -514,18 +615,410 @@ static void run_load(uint64_t t_start)
            "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"loadgen_cpu_util\": %.3f",
            opt.conns, opt.size, opt.depth, opt.warmup, secs, setup_s,
            (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)opt.size / secs / 1e6,
-           hist_quantile_us(0.50), hist_quantile_us(0.99), (self1 - self0) / secs);
-    if (opt.pid) {
-        double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-        double user_us = (double)(cpu1.utime - cpu0.utime) * tick_us;
-        double sys_us = (double)(cpu1.stime - cpu0.stime) * tick_us;
-        printf(", \"server_pid\": %ld, \"server_user_us_per_msg\": %.4f, "
-               "\"server_sys_us_per_msg\": %.4f, \"server_cpu_util\": %.3f",
-               opt.pid, user_us / msgs, sys_us / msgs, (user_us + sys_us) / 1e6 / secs);
-    } else {
-        printf(", \"server_pid\": null, \"server_user_us_per_msg\": null, "
-               "\"server_sys_us_per_msg\": null, \"server_cpu_util\": null");
+           hist_quantile_us(0.50), hist_quantile_us(0.99), (w.self1 - w.self0) / secs);
+    print_server_cpu(&w, "msg", msgs);
+    printf("}\n");
+}
+
+/* ---- churn mode: connect, one ping-pong, close ------------------------- */
+
+static const unsigned char *pattern_from(uint64_t shift, uint64_t offset)
+{
+    return g.pattern + (shift + offset) % PATTERN_PERIOD;
+}
+
+/* A number from /proc/sys, or -1 where it cannot be read. */
+static long read_sysctl(const char *path, long *second)
+{
+    long v = -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    if (second) {
+        if (fscanf(f, "%ld %ld", &v, second) != 2)
+            v = -1;
+    } else if (fscanf(f, "%ld", &v) != 1) {
+        v = -1;
     }
+    fclose(f);
+    return v;
+}
+
+/* Ephemeral ports connect() can pick from, or -1 (not TCP, or unreadable). */
+static long local_ports(void)
+{
+    long hi = 0, lo;
+    if (g.addr.ss_family == AF_UNIX)
+        return -1;
+    lo = read_sysctl("/proc/sys/net/ipv4/ip_local_port_range", &hi);
+    return lo < 0 || hi < lo ? -1 : hi - lo + 1;
+}
+
+/* New connections per second the client's ports sustain when every closed
+ * one is held for TIME_WAIT_S (no TIME_WAIT reuse), or -1 if unknown. */
+static double time_wait_capacity(void)
+{
+    long ports = local_ports();
+    return ports < 0 ? -1.0 : (double)ports * opt.src_addrs / TIME_WAIT_S;
+}
+
+static void churn_watch(struct churn *c, int op, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(g.epfd, op, c->fd, &ev) < 0)
+        fail("connection %llu (client %d): epoll_ctl: %s", (unsigned long long)c->seq, c->idx,
+             strerror(errno));
+    c->want_out = (events & EPOLLOUT) != 0;
+}
+
+/* Send what is left of the message; wait for EPOLLOUT only while some is. */
+static void churn_send(struct churn *c, int op)
+{
+    while (c->sent < opt.size) {
+        ssize_t n = send(c->fd, pattern_from(c->phase_shift, c->sent), opt.size - c->sent,
+                         MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            fail("connection %llu (client %d): send at byte %zu: %s", (unsigned long long)c->seq,
+                 c->idx, c->sent, strerror(errno));
+        }
+        c->sent += (size_t)n;
+    }
+    int need_out = c->sent < opt.size;
+    if (op == EPOLL_CTL_ADD || need_out != c->want_out)
+        churn_watch(c, op, need_out ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void churn_no_port(const struct churn *c, int err)
+{
+    double cap = time_wait_capacity();
+    fail("connection %llu (client %d): connect: %s: no free local port (%ld ports x %d source "
+         "address(es), each held %d s in TIME_WAIT after the client's close, sustain about %.0f "
+         "new connections/s without TIME_WAIT reuse; use more --src-addrs)",
+         (unsigned long long)c->seq, c->idx, strerror(err), local_ports(), opt.src_addrs,
+         TIME_WAIT_S, cap);
+}
+
+/* Spread connections over 127.0.0.1..127.0.0.K: each source address has its
+ * own ephemeral ports towards the server.  IP_BIND_ADDRESS_NO_PORT leaves the
+ * port to connect(), which picks it knowing the whole 4-tuple. */
+static void churn_bind_source(const struct churn *c)
+{
+    unsigned host = 1u + (unsigned)(c->seq % (uint64_t)opt.src_addrs);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    sin.sin_addr.s_addr = htonl(0x7f000000u + host);
+    int one = 1;
+    if (setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0)
+        fail("connection %llu (client %d): IP_BIND_ADDRESS_NO_PORT: %s",
+             (unsigned long long)c->seq, c->idx, strerror(errno));
+    if (bind(c->fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+        if (errno == EADDRINUSE || errno == EADDRNOTAVAIL)
+            churn_no_port(c, errno);
+        fail("connection %llu (client %d): bind to 127.0.0.%u: %s", (unsigned long long)c->seq,
+             c->idx, host, strerror(errno));
+    }
+}
+
+static void churn_open(struct churn *c)
+{
+    c->seq = g.next_seq++;
+    c->phase_shift = (c->seq * 7919u + 1) % PATTERN_PERIOD;
+    c->sent = c->recvd = 0;
+    c->started_ns = now_ns();
+    c->fd = socket(g.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        fail("connection %llu (client %d): socket: %s", (unsigned long long)c->seq, c->idx,
+             strerror(errno));
+    if (opt.src_addrs > 1)
+        churn_bind_source(c);
+    if (connect(c->fd, (struct sockaddr *)&g.addr, g.addrlen) == 0) {
+        c->state = CH_ECHO;          /* Unix sockets connect at once */
+        churn_send(c, EPOLL_CTL_ADD);
+        return;
+    }
+    if (errno == EADDRNOTAVAIL)
+        churn_no_port(c, errno);
+    if (errno != EINPROGRESS)
+        fail("connection %llu (client %d): connect: %s%s", (unsigned long long)c->seq, c->idx,
+             strerror(errno), errno == EAGAIN ? " (the server's accept backlog is full)" : "");
+    c->state = CH_CONNECTING;
+    churn_watch(c, EPOLL_CTL_ADD, EPOLLIN | EPOLLOUT);
+}
+
+static void churn_mismatch(const struct churn *c, const unsigned char *got, size_t n)
+{
+    const unsigned char *want = pattern_from(c->phase_shift, c->recvd);
+    size_t i = 0;
+    while (i < n && got[i] == want[i])
+        i++;
+    fail("connection %llu (client %d): echo mismatch at byte %zu of %zu: expected 0x%02x, "
+         "got 0x%02x", (unsigned long long)c->seq, c->idx, c->recvd + i, opt.size, want[i],
+         got[i]);
+}
+
+static void churn_readable(struct churn *c)
+{
+    ssize_t n = recv(c->fd, g.rbuf, RECV_CHUNK, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        fail("connection %llu (client %d): recv after %zu of %zu bytes echoed: %s",
+             (unsigned long long)c->seq, c->idx, c->recvd, opt.size, strerror(errno));
+    }
+    if (n == 0)
+        fail("connection %llu (client %d): server closed the connection after %zu of %zu bytes "
+             "were echoed (%zu sent)", (unsigned long long)c->seq, c->idx, c->recvd, opt.size,
+             c->sent);
+    if (c->recvd + (size_t)n > c->sent)
+        fail("connection %llu (client %d): received %zu bytes more than sent, at byte %zu",
+             (unsigned long long)c->seq, c->idx, c->recvd + (size_t)n - c->sent, c->sent);
+    if (memcmp(g.rbuf, pattern_from(c->phase_shift, c->recvd), (size_t)n) != 0)
+        churn_mismatch(c, g.rbuf, (size_t)n);
+    c->recvd += (size_t)n;
+    if (c->recvd < opt.size)
+        return;
+    /* The whole echo is back: the client closes first (a FIN; TIME_WAIT is ours). */
+    close(c->fd);
+    uint64_t now = now_ns();
+    if (g.phase == MEASURE) {
+        g.hist[hist_index(now - c->started_ns)]++;
+        g.measured_msgs++;
+    }
+    churn_open(c);
+}
+
+static void churn_event(void *ptr, uint32_t events)
+{
+    struct churn *c = ptr;
+    if (c->state == CH_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err)
+            fail("connection %llu (client %d): connect: %s", (unsigned long long)c->seq, c->idx,
+                 strerror(err));
+        c->state = CH_ECHO;
+        churn_send(c, EPOLL_CTL_MOD);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        churn_readable(c);
+    else if ((events & EPOLLOUT) && c->want_out)
+        churn_send(c, EPOLL_CTL_MOD);
+}
+
+static void run_churn(void)
+{
+    g.on_event = churn_event;
+    g.phase = WARMUP;
+    uint64_t start = now_ns();
+    for (int i = 0; i < opt.conns; i++)
+        churn_open(&g.clients[i]);
+    struct window w = {0};
+    warm_up_and_measure(start, &w, NULL, 0);
+
+    double secs = window_s(&w);
+    /* A connection open for the whole window means the server stalled it. */
+    for (int i = 0; i < opt.conns; i++) {
+        const struct churn *c = &g.clients[i];
+        if (c->started_ns < w.t0)
+            fail("connection %llu (client %d): not finished after %.2f s, %s (server not "
+                 "accepting, stalled or lost bytes)", (unsigned long long)c->seq, c->idx,
+                 (double)(w.t1 - c->started_ns) / 1e9,
+                 c->state == CH_CONNECTING ? "still connecting"
+                 : c->recvd == 0 ? "no byte echoed" : "echo incomplete");
+    }
+    if (g.measured_msgs == 0)
+        fail("no connection completed in the %.2f s measured window", secs);
+
+    double conns = (double)g.measured_msgs;
+    long ports = local_ports();
+    long reuse = ports < 0 ? -1 : read_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", NULL);
+    printf("{\"mode\": \"churn\", \"clients\": %d, \"msg_size\": %zu, \"warmup_s\": %.3f, "
+           "\"duration_s\": %.6f, \"conns\": %llu, \"conns_per_s\": %.1f, "
+           "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"src_addrs\": %d, ",
+           opt.conns, opt.size, opt.warmup, secs, (unsigned long long)g.measured_msgs,
+           conns / secs, hist_quantile_us(0.50), hist_quantile_us(0.99), opt.src_addrs);
+    if (ports < 0)
+        printf("\"local_ports\": null, \"time_wait_capacity_conns_per_s\": null, ");
+    else
+        printf("\"local_ports\": %ld, \"time_wait_capacity_conns_per_s\": %.0f, ", ports,
+               time_wait_capacity());
+    if (reuse < 0)
+        printf("\"tcp_tw_reuse\": null, ");
+    else
+        printf("\"tcp_tw_reuse\": %ld, ", reuse);
+    printf("\"loadgen_cpu_util\": %.3f", (w.self1 - w.self0) / secs);
+    print_server_cpu(&w, "conn", conns);
+    printf("}\n");
+}
+
+/* ---- UDP mode: one datagram in flight per socket ------------------------ */
+
+/* Datagram `seq` of socket `idx`: magic, socket, sequence, then the pattern
+ * from a phase that depends on both, so every datagram's bytes differ. */
+static void dgram_build(unsigned char *buf, int idx, uint64_t seq)
+{
+    uint32_t magic = UDP_MAGIC, sock = (uint32_t)idx;
+    memcpy(buf, &magic, 4);
+    memcpy(buf + 4, &sock, 4);
+    memcpy(buf + 8, &seq, 8);
+    uint64_t shift = ((uint64_t)idx * 7919u + (seq % PATTERN_PERIOD) * 104729u) % PATTERN_PERIOD;
+    memcpy(buf + UDP_HEADER, pattern_from(shift, 0), opt.size - UDP_HEADER);
+}
+
+static const char *refused_hint(int err)
+{
+    return err == ECONNREFUSED ? " (nothing listening on that UDP port?)" : "";
+}
+
+static void dgram_send(struct dgram *d, uint64_t now)
+{
+    dgram_build(g.sbuf, d->idx, d->seq);
+    ssize_t n = send(d->fd, g.sbuf, opt.size, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR) {
+            d->unsent = 1;            /* our buffer is full: retried on the next tick */
+            return;
+        }
+        fail("socket %d: send of datagram %llu: %s%s", d->idx, (unsigned long long)d->seq,
+             strerror(errno), refused_hint(errno));
+    }
+    if ((size_t)n != opt.size)
+        fail("socket %d: sent %zd of the %zu bytes of datagram %llu", d->idx, n, opt.size,
+             (unsigned long long)d->seq);
+    d->unsent = 0;
+    d->sent_ns = now;
+}
+
+static void dgram_mismatch(const struct dgram *d, uint64_t seq, const unsigned char *got)
+{
+    dgram_build(g.expect, d->idx, seq);
+    size_t i = 0;
+    while (i < opt.size && got[i] == g.expect[i])
+        i++;
+    fail("socket %d: echo mismatch in datagram %llu at byte %zu (%s): expected 0x%02x, "
+         "got 0x%02x", d->idx, (unsigned long long)seq, i, i < UDP_HEADER ? "header" : "payload",
+         g.expect[i], got[i]);
+}
+
+static void dgram_readable(struct dgram *d)
+{
+    ssize_t n = recv(d->fd, g.rbuf, RECV_CHUNK, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        fail("socket %d: recv with datagram %llu in flight: %s%s", d->idx,
+             (unsigned long long)d->seq, strerror(errno), refused_hint(errno));
+    }
+    if ((size_t)n != opt.size)
+        fail("socket %d: echoed datagram of %zd bytes, expected %zu (datagram %llu in flight)",
+             d->idx, n, opt.size, (unsigned long long)d->seq);
+    if (!d->unsent) {
+        dgram_build(g.expect, d->idx, d->seq);
+        if (memcmp(g.rbuf, g.expect, opt.size) == 0) {
+            uint64_t now = now_ns();
+            if (g.phase == MEASURE) {
+                g.hist[hist_index(now - d->sent_ns)]++;
+                g.measured_msgs++;
+            }
+            d->seq++;
+            dgram_send(d, now);
+            return;
+        }
+    }
+    /* Not the datagram in flight: a late echo of one already counted lost
+     * (or a duplicate), which is fine if it is intact; anything else is not. */
+    uint32_t magic, sock;
+    uint64_t seq;
+    memcpy(&magic, g.rbuf, 4);
+    memcpy(&sock, g.rbuf + 4, 4);
+    memcpy(&seq, g.rbuf + 8, 8);
+    if (magic == UDP_MAGIC && sock != (uint32_t)d->idx && sock < (uint32_t)opt.conns)
+        fail("socket %d: received the echo of socket %u's datagram %llu", d->idx, sock,
+             (unsigned long long)seq);
+    if (magic == UDP_MAGIC && sock == (uint32_t)d->idx && seq < d->seq) {
+        dgram_build(g.expect, d->idx, seq);
+        if (memcmp(g.rbuf, g.expect, opt.size) != 0)
+            dgram_mismatch(d, seq, g.rbuf);
+        if (g.phase == MEASURE)
+            g.stale++;
+        return;
+    }
+    dgram_mismatch(d, d->seq, g.rbuf);
+}
+
+static void dgram_event(void *ptr, uint32_t events)
+{
+    if (events & (EPOLLIN | EPOLLERR))
+        dgram_readable(ptr);
+}
+
+/* Resend what our full buffer refused; count a datagram with no echo within
+ * the timeout as lost and replace it with the next sequence number. */
+static void dgram_tick(uint64_t now)
+{
+    uint64_t timeout_ns = (uint64_t)(opt.loss_timeout_ms * 1e6);
+    for (int i = 0; i < opt.conns; i++) {
+        struct dgram *d = &g.dgrams[i];
+        if (d->unsent) {
+            dgram_send(d, now);
+        } else if (now - d->sent_ns >= timeout_ns) {
+            if (g.phase == MEASURE)
+                g.lost++;
+            d->seq++;
+            dgram_send(d, now);
+        }
+    }
+}
+
+static void run_udp(void)
+{
+    g.on_event = dgram_event;
+    for (int i = 0; i < opt.conns; i++) {
+        struct dgram *d = &g.dgrams[i];
+        d->fd = socket(g.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (d->fd < 0)
+            fail("socket %d: socket: %s", i, strerror(errno));
+        if (connect(d->fd, (struct sockaddr *)&g.addr, g.addrlen) < 0)
+            fail("socket %d: connect: %s", i, strerror(errno));
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = d};
+        if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, d->fd, &ev) < 0)
+            fail("socket %d: epoll_ctl: %s", i, strerror(errno));
+    }
+    g.phase = WARMUP;
+    uint64_t start = now_ns();
+    for (int i = 0; i < opt.conns; i++)
+        dgram_send(&g.dgrams[i], start);
+    /* Check the timeouts ten times per timeout, at least every 10 ms. */
+    uint64_t tick_ns = (uint64_t)(opt.loss_timeout_ms * 1e5);
+    if (tick_ns > 10000000u)
+        tick_ns = 10000000u;
+    if (tick_ns < 100000u)
+        tick_ns = 100000u;
+    struct window w = {0};
+    warm_up_and_measure(start, &w, dgram_tick, tick_ns);
+
+    double secs = window_s(&w);
+    if (g.measured_msgs == 0)
+        fail("no datagram was echoed in the %.2f s measured window (%llu lost after %.0f ms "
+             "each): is a UDP echo server on %s?", secs, (unsigned long long)g.lost,
+             opt.loss_timeout_ms, opt.udp);
+    double msgs = (double)g.measured_msgs;
+    printf("{\"mode\": \"udp\", \"sockets\": %d, \"msg_size\": %zu, \"depth\": 1, "
+           "\"loss_timeout_ms\": %.1f, \"warmup_s\": %.3f, \"duration_s\": %.6f, "
+           "\"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
+           "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"lost\": %llu, \"stale\": %llu, "
+           "\"loadgen_cpu_util\": %.3f",
+           opt.conns, opt.size, opt.loss_timeout_ms, opt.warmup, secs,
+           (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)opt.size / secs / 1e6,
+           hist_quantile_us(0.50), hist_quantile_us(0.99), (unsigned long long)g.lost,
+           (unsigned long long)g.stale, (w.self1 - w.self0) / secs);
+    print_server_cpu(&w, "msg", msgs);
     printf("}\n");
 }
 
@@ -542,26 +1035,35 @@ static void resolve_address(void)
         g.addrlen = sizeof *sun;
         return;
     }
+    const char *target = opt.udp ? opt.udp : opt.tcp;
+    const char *flag = opt.udp ? "--udp" : "--tcp";
     char host[256];
-    const char *colon = strrchr(opt.tcp, ':');
-    if (!colon || colon == opt.tcp || (size_t)(colon - opt.tcp) >= sizeof host)
-        fail("--tcp wants HOST:PORT, got '%s'", opt.tcp);
-    const char *h = opt.tcp;
-    size_t hlen = (size_t)(colon - opt.tcp);
+    const char *colon = strrchr(target, ':');
+    if (!colon || colon == target || (size_t)(colon - target) >= sizeof host)
+        fail("%s wants HOST:PORT, got '%s'", flag, target);
+    const char *h = target;
+    size_t hlen = (size_t)(colon - target);
     if (h[0] == '[' && h[hlen - 1] == ']') {   /* [::1]:port */
         h++;
         hlen -= 2;
     }
     memcpy(host, h, hlen);
     host[hlen] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {.ai_socktype = opt.udp ? SOCK_DGRAM : SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res;
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0)
-        fail("cannot resolve '%s': %s", opt.tcp, gai_strerror(rc));
+        fail("cannot resolve '%s': %s", target, gai_strerror(rc));
     memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
     g.addrlen = res->ai_addrlen;
     freeaddrinfo(res);
+    if (opt.src_addrs > 1) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&g.addr;
+        if (g.addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
+            fail("--src-addrs binds clients to 127.0.0.x: the target must be an IPv4 loopback "
+                 "address (127.0.0.0/8), got '%s'", target);
+    }
 }
 
 static void raise_nofile(int needed)
@@ -581,10 +1083,26 @@ static void raise_nofile(int needed)
 
 static void allocate(void)
 {
+    g.rbuf = malloc(RECV_CHUNK);
+    if (!g.rbuf)
+        fail("out of memory for the receive buffer");
+    if (opt.churn || opt.udp) {
+        g.clients = calloc((size_t)opt.conns, sizeof *g.clients);
+        g.dgrams = calloc((size_t)opt.conns, sizeof *g.dgrams);
+        g.sbuf = malloc(opt.size);
+        g.expect = malloc(opt.size);
+        if (!g.clients || !g.dgrams || !g.sbuf || !g.expect)
+            fail("out of memory for %d clients", opt.conns);
+        for (int i = 0; i < opt.conns; i++) {
+            g.clients[i].idx = g.dgrams[i].idx = i;
+            g.clients[i].fd = g.dgrams[i].fd = -1;
+        }
+        pattern_init(opt.size > RECV_CHUNK ? opt.size : RECV_CHUNK);
+        return;
+    }
     g.conns = calloc((size_t)opt.conns, sizeof *g.conns);
     g.issued_slab = calloc((size_t)opt.conns * opt.depth, sizeof *g.issued_slab);
-    g.rbuf = malloc(RECV_CHUNK);
-    if (!g.conns || !g.issued_slab || !g.rbuf)
+    if (!g.conns || !g.issued_slab)
         fail("out of memory for %d connections", opt.conns);
     for (int i = 0; i < opt.conns; i++) {
         g.conns[i].idx = i;
@@ -598,8 +1116,8 @@ static void allocate(void)
 
 static void usage(FILE *f)
 {
-    fputs("usage: loadgen (--tcp HOST:PORT | --unix PATH) [options]\n"
-          "  --conns N        connections (default 50)\n"
+    fputs("usage: loadgen (--tcp HOST:PORT | --unix PATH | --udp HOST:PORT) [options]\n"
+          "  --conns N        connections; clients with --churn, sockets with --udp (default 50)\n"
           "  --size BYTES     message size (default 64)\n"
           "  --depth K        messages in flight per connection (default 1)\n"
           "  --duration S     measured window, seconds (default 5)\n"
@@ -607,7 +1125,12 @@ static void usage(FILE *f)
           "  --pid PID        server pid: report its CPU time per message\n"
           "  --idle           open N connections, report, hold them\n"
           "  --hold S         idle: hold S seconds (default: until stdin closes)\n"
-          "  --batch N        connections set up at a time (default 64)\n", f);
+          "  --batch N        connections set up at a time (default 64)\n"
+          "  --churn          each client: connect, one SIZE-byte ping-pong, close; repeat\n"
+          "  --src-addrs K    churn: spread clients over source addresses 127.0.0.1..K\n"
+          "                   (default 1; each has its own ephemeral ports)\n"
+          "  --udp HOST:PORT  UDP echo: one datagram in flight per socket\n"
+          "  --loss-timeout MS  UDP: count a datagram lost after MS ms (default 200)\n", f);
 }
 
 static double parse_double(const char *name, const char *s, double min)
@@ -638,6 +1161,8 @@ static void parse_args(int argc, char **argv)
         {"warmup", required_argument, 0, 'w'},   {"pid", required_argument, 0, 'p'},
         {"idle", no_argument, 0, 'i'},           {"hold", required_argument, 0, 'H'},
         {"batch", required_argument, 0, 'b'},    {"help", no_argument, 0, 'h'},
+        {"churn", no_argument, 0, 'C'},          {"src-addrs", required_argument, 0, 'S'},
+        {"udp", required_argument, 0, 'U'},      {"loss-timeout", required_argument, 0, 'L'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -654,14 +1179,31 @@ static void parse_args(int argc, char **argv)
         case 'i': opt.idle = 1; break;
         case 'H': opt.hold = parse_double("--hold", optarg, 0.0); break;
         case 'b': opt.batch = (int)parse_long("--batch", optarg, 1); break;
+        case 'C': opt.churn = 1; break;
+        case 'S': opt.src_addrs = (int)parse_long("--src-addrs", optarg, 1); break;
+        case 'U': opt.udp = optarg; break;
+        case 'L': opt.loss_timeout_ms = parse_double("--loss-timeout", optarg, 1.0); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
     }
-    if (optind != argc || !opt.tcp == !opt.unix_path) {
+    if (optind != argc || (!!opt.tcp + !!opt.unix_path + !!opt.udp) != 1) {
         usage(stderr);
         exit(2);
     }
+    if (opt.idle + opt.churn + !!opt.udp > 1)
+        fail("--idle, --churn and --udp are separate modes: pick one");
+    if (opt.src_addrs > 1 && !(opt.churn && opt.tcp))
+        fail("--src-addrs is for --churn over --tcp");
+    if (opt.src_addrs > MAX_SRC_ADDRS)
+        fail("--src-addrs: at most %d (127.0.0.1..127.0.0.%d)", MAX_SRC_ADDRS, MAX_SRC_ADDRS);
+    if (opt.churn && opt.depth != 1)
+        fail("--churn sends one message per connection: --depth must be 1");
+    if (opt.udp && opt.depth != 1)
+        fail("--udp keeps one datagram in flight per socket: --depth must be 1");
+    if (opt.udp && (opt.size < UDP_HEADER || opt.size > UDP_MAX_SIZE))
+        fail("--udp: --size must be %d..%d bytes (sequence header, IPv4 UDP payload limit)",
+             UDP_HEADER, UDP_MAX_SIZE);
     if ((uint64_t)opt.size * opt.depth > MAX_INFLIGHT_BYTES)
         fail("--size x --depth is over %u bytes in flight per connection", MAX_INFLIGHT_BYTES);
 }
@@ -676,8 +1218,13 @@ int main(int argc, char **argv)
     g.epfd = epoll_create1(EPOLL_CLOEXEC);
     if (g.epfd < 0)
         fail("epoll_create1: %s", strerror(errno));
+    g.on_event = on_event;
     if (opt.idle)
         run_idle(t_start);
+    else if (opt.churn)
+        run_churn();
+    else if (opt.udp)
+        run_udp();
     else
         run_load(t_start);
     return 0;
