@@ -133,6 +133,16 @@ def test_non_string_address_is_refused(value: Any) -> None:
         parse_address(value)
 
 
+def test_a_unix_path_over_the_kernels_limit_names_its_length_and_the_limit() -> None:
+    path = "/tmp/" + "p" * 195  # 200 bytes
+    with pytest.raises(InvalidAddressError, match="200 bytes long; the kernel's limit is 107"):
+        parse_address(f"unix://{path}")
+    with pytest.raises(InvalidAddressError, match="abstract name is 108 bytes"):
+        parse_address("unix://@" + "a" * 108)
+    assert parse_address("unix:///" + "p" * 106).path == "/" + "p" * 106  # 107 bytes: the most that fits
+    assert parse_address("unix://@" + "a" * 107).path == "@" + "a" * 107
+
+
 def test_address_errors_are_value_errors_and_gnet_errors() -> None:
     # Callers validating input with ``except ValueError`` keep working.
     for text in ("nonsense", "http://x:1"):

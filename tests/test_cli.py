@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -78,3 +79,29 @@ def test_bench_help_runs_from_the_checkout() -> None:
                             capture_output=True, text=True, timeout=WAIT)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout
+
+
+def test_a_second_ctrl_c_stops_at_once_and_exits_130() -> None:
+    """The echo server cannot flush to a client that sends and never reads; a second SIGINT gives up on it."""
+    proc, addr = start_server(["-m", "gnetpy", "echo", "--addr", "tcp://127.0.0.1:0"])
+    try:
+        with socket.create_connection(addr, timeout=WAIT) as s:
+            s.setblocking(False)
+            sent, deadline = 0, time.monotonic() + 1.0
+            while sent < 64 << 20 and time.monotonic() < deadline:  # fill every buffer on the way back
+                try:
+                    sent += s.send(b"x" * 65536)
+                except BlockingIOError:
+                    select.select([], [s], [], 0.05)
+            assert sent > 1 << 20
+            proc.send_signal(signal.SIGINT)
+            select.select([], [], [], 0.5)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == 130, out
+    assert "unsent output was dropped" in out and "SIGINT received again" in out

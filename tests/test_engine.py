@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -236,12 +237,16 @@ SIGNAL_SERVER = textwrap.dedent("""
 """)
 
 
+def run_script(tmp_path: Any, source: str) -> subprocess.Popen[str]:
+    """Run ``source`` (with ``{src}`` for this checkout's src/) as a script; it prints its port first."""
+    script = tmp_path / "server.py"
+    script.write_text(source.format(src=os.path.join(ROOT, "src")))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_run_stops_gracefully_on_signal(tmp_path: Any, sig: signal.Signals) -> None:
-    script = tmp_path / "server.py"
-    script.write_text(SIGNAL_SERVER.format(src=os.path.join(ROOT, "src")))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = run_script(tmp_path, SIGNAL_SERVER)
     try:
         port = int(proc.stdout.readline())
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
@@ -282,3 +287,128 @@ def test_rotate_serves_several_addresses_until_stopped(tmp_path: Any) -> None:
     finally:
         thread.join(WAIT)
     assert not path.exists()
+
+
+# -- hardening: what careless callers and handlers find ---------------------------------------------
+
+
+@pytest.mark.parametrize("addrs, fragment", [(None, "NoneType"), (b"tcp://127.0.0.1:0", "is bytes"),
+                                            (9000, "int"), (bytearray(b"tcp://x:1"), "is bytes")])
+def test_addrs_of_the_wrong_type_name_the_argument(addrs: Any, fragment: str) -> None:
+    with pytest.raises(TypeError, match="addrs") as info:
+        gnetpy.start(Recorder(), addrs)
+    assert fragment in str(info.value)
+    with pytest.raises(TypeError, match="addrs"):
+        gnetpy.rotate(Recorder(), addrs)
+
+
+def test_on_boot_returning_something_else_than_an_action_is_refused(tmp_path: Any) -> None:
+    class Boots(gnetpy.EventHandler):
+        def on_boot(self, engine: gnetpy.Engine) -> Any:
+            return True
+
+    path = tmp_path / "b.sock"
+    with pytest.raises(TypeError, match="on_boot returned True"):
+        gnetpy.start(Boots(), f"unix://{path}")
+    assert not path.exists()
+
+
+def test_a_second_engine_does_not_take_over_a_live_unix_socket(serve: Any, tmp_path: Any) -> None:
+    path = str(tmp_path / "shared.sock")
+    first = serve(Recorder(), f"unix://{path}")
+    with pytest.raises(OSError) as info:
+        gnetpy.start(Recorder(), f"unix://{path}")
+    assert info.value.errno == errno.EADDRINUSE and path in str(info.value)
+    with connect(path) as s:  # the first one still serves, on its own file
+        s.sendall(b"still here")
+        assert recv_exact(s, 10) == b"still here"
+    first.stop()
+    assert not os.path.exists(path)
+
+
+FD_LIMIT_SERVER = textwrap.dedent("""
+    import os, resource, sys
+    sys.path.insert(0, {src!r})
+    import gnetpy
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, 4096))
+    before = sorted(os.listdir("/proc/self/fd"))
+    try:
+        gnetpy.start(gnetpy.EventHandler(), "tcp://127.0.0.1:0", num_event_loop=150, processes=False)
+    except OSError as exc:
+        print("error:", exc)
+    print("leaked:", sorted(set(os.listdir("/proc/self/fd")) - set(before)))
+""")
+
+
+def test_a_start_that_runs_out_of_descriptors_says_so_and_releases_everything(tmp_path: Any) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(FD_LIMIT_SERVER.format(src=os.path.join(ROOT, "src")))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=WAIT * 3)
+    assert out.returncode == 0, out.stderr
+    error, leaked = out.stdout.splitlines()
+    assert "out of file descriptors" in error and "150 event loop" in error and "RLIMIT_NOFILE" in error
+    assert leaked == "leaked: []"
+
+
+def test_on_tick_returning_none_ticks_again_after_the_same_delay(serve: Any, caplog: Any) -> None:
+    class Sometimes(gnetpy.EventHandler):
+        def __init__(self) -> None:
+            self.ticks: list[float] = []
+
+        def on_tick(self) -> Any:
+            self.ticks.append(time.monotonic())
+            return 0.2 if len(self.ticks) == 1 else None
+
+    handler = Sometimes()
+    with caplog.at_level(logging.ERROR, logger="gnetpy"):
+        serve(handler, ticker=True)
+        wait_for(lambda: len(handler.ticks) >= 4)
+    gaps = [b - a for a, b in zip(handler.ticks, handler.ticks[1:])]
+    assert all(0.18 <= gap < 1.0 for gap in gaps[:3]), gaps
+    assert not caplog.records
+
+
+FLOODED_SERVER = textwrap.dedent("""
+    import logging, sys
+    sys.path.insert(0, {src!r})
+    import gnetpy
+    logging.basicConfig(level=logging.INFO)
+
+    class Flood(gnetpy.EventHandler):
+        def on_boot(self, engine):
+            print(engine.addrs[0][1], flush=True)
+        def on_traffic(self, c):
+            c.next()
+            c.write(b"z" * (64 << 20))  # to a client that never reads: the graceful stop cannot finish
+        def on_shutdown(self, engine):
+            print("shutdown", flush=True)
+
+    gnetpy.run(Flood(), "tcp://127.0.0.1:0")
+    print("returned", flush=True)
+""")
+
+
+# SystemExit(143) for SIGTERM; an uncaught KeyboardInterrupt makes Python exit by SIGINT itself.
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)])
+def test_a_second_signal_during_the_stop_stops_at_once_and_exits_non_zero(tmp_path: Any, sig: signal.Signals,
+                                                                         code: int) -> None:
+    proc = run_script(tmp_path, FLOODED_SERVER)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"go")
+            time.sleep(0.3)
+            proc.send_signal(sig)
+            time.sleep(0.5)
+            assert proc.poll() is None  # still flushing to a peer that does not read (stop timeout: 10 s)
+            started = time.monotonic()
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=WAIT)
+            assert time.monotonic() - started < 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    assert proc.returncode == code, err
+    assert out.split() == ["shutdown"]  # on_shutdown ran; run() did not return normally
+    assert "received again" in err and "bytes unsent" in err

@@ -149,6 +149,42 @@ def test_a_stale_socket_file_is_replaced(listeners: list[Listener], tmp_path: An
         wait_for(lambda: _try_accept(listener.sock))[0].close()
 
 
+def test_a_live_unix_socket_is_not_taken_over(listeners: list[Listener], tmp_path: Any) -> None:
+    """A second server on a path another one serves gets EADDRINUSE; the first keeps its file and clients."""
+    path = str(tmp_path / "live.sock")
+    first = listen(listeners, f"unix://{path}")
+    with pytest.raises(OSError) as info:
+        Listener(parse_address(f"unix://{path}"), Options())
+    assert info.value.errno == errno.EADDRINUSE and path in str(info.value)
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    with connect(path):
+        wait_for(lambda: _try_accept(first.sock))[0].close()
+
+
+def test_a_live_unix_socket_with_a_full_backlog_is_still_live(tmp_path: Any) -> None:
+    path = str(tmp_path / "busy.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(0)
+        waiting = []
+        try:
+            for _ in range(8):  # fill the backlog: further connects would block
+                c = socket.socket(socket.AF_UNIX)
+                c.setblocking(False)
+                try:
+                    c.connect(path)
+                except BlockingIOError:
+                    c.close()
+                    break
+                waiting.append(c)
+            with pytest.raises(OSError) as info:
+                Listener(parse_address(f"unix://{path}"), Options())
+            assert info.value.errno == errno.EADDRINUSE
+        finally:
+            for c in waiting:
+                c.close()
+
+
 @pytest.mark.parametrize("kind", ["file", "directory"])
 def test_a_path_that_is_not_a_socket_is_refused_and_left_intact(tmp_path: Any, kind: str) -> None:
     path = tmp_path / "precious"

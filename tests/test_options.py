@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 import gnetpy
-from conftest import gnetpy_threads, open_fds
+from conftest import connect, gnetpy_threads, open_fds, wait_for
 from gnetpy import LoadBalancing, Options
+from gnetpy.options import MAX_BUFFER_CAP, MAX_EDGE_TRIGGERED_CHUNK
 from gnetpy.sockopts import MAX_KEEP_COUNT, MAX_KEEP_SECONDS
 
 KiB = 1024
@@ -49,6 +50,22 @@ def test_defaults_match_the_design() -> None:
 def test_the_library_logger_has_only_a_null_handler() -> None:
     handlers = logging.getLogger("gnetpy").handlers
     assert handlers and all(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def test_a_logger_adapter_is_accepted_and_used_by_the_error_path(serve: Any, caplog: Any) -> None:
+    adapter = logging.LoggerAdapter(logging.getLogger("gnetpy.test-adapter"), {"app": "x"})
+
+    class Raises(gnetpy.EventHandler):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            raise RuntimeError("handler bug")
+
+    engine = serve(Raises(), logger=adapter)
+    with caplog.at_level(logging.ERROR, logger="gnetpy.test-adapter"):
+        with connect(engine.addrs[0]) as s:
+            s.sendall(b"x")
+            assert s.recv(10) == b""  # closed: the loop survived its error path
+        wait_for(lambda: caplog.records)
+    assert caplog.records[0].name == "gnetpy.test-adapter"
 
 
 def test_a_custom_logger_is_kept() -> None:
@@ -105,6 +122,14 @@ BAD_VALUES = [
     ("tcp_keep_count", 0), ("tcp_keep_count", 2.0), ("tcp_keep_count", True), ("tcp_keep_count", MAX_KEEP_COUNT + 1),
     # device
     ("bind_to_device", 1), ("bind_to_device", b"lo"),
+    # upper bounds: a typo like 2**40 must not become a MemoryError on every read
+    ("read_buffer_cap", 2**40), ("read_buffer_cap", MAX_BUFFER_CAP + 1), ("write_buffer_cap", 2**40),
+    ("edge_triggered_chunk", 2**40), ("num_event_loop", 10**6),
+    # the logger must be a logger: a string would fail inside the loop's error path
+    ("logger", "oops"), ("logger", 1), ("logger", print),
+    # close_timeout
+    ("close_timeout", 0), ("close_timeout", -1), ("close_timeout", float("inf")), ("close_timeout", float("nan")),
+    ("close_timeout", "30"), ("close_timeout", None), ("close_timeout", True),
 ]
 
 
@@ -151,6 +176,8 @@ def test_lb_is_normalised_to_the_member(spelling: Any, member: LoadBalancing) ->
     dict(tcp_keep_count=1), dict(tcp_keep_count=MAX_KEEP_COUNT),
     dict(poller="epoll"), dict(poller="poll"), dict(bind_to_device="lo"),
     dict(socket_recv_buffer=2**31 - 1), dict(num_event_loop=0), dict(read_buffer_cap=1),
+    dict(read_buffer_cap=MAX_BUFFER_CAP), dict(write_buffer_cap=MAX_BUFFER_CAP),
+    dict(edge_triggered_chunk=MAX_EDGE_TRIGGERED_CHUNK), dict(close_timeout=0.1), dict(close_timeout=3600),
 ])
 def test_good_edge_values_are_accepted(kwargs: dict[str, Any]) -> None:
     o = Options(**kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import socket
 from typing import Any, Union
 
@@ -18,6 +19,9 @@ AddrInfo = Union[tuple[str, int], str]
 _STREAM_SCHEMES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
 _DGRAM_SCHEMES = {"udp": socket.AF_UNSPEC, "udp4": socket.AF_INET, "udp6": socket.AF_INET6}
 SCHEMES = (*_STREAM_SCHEMES, *_DGRAM_SCHEMES, "unix")
+# sun_path is 108 bytes on Linux: a path and its terminating NUL, or an
+# abstract name after its leading NUL.
+UNIX_PATH_MAX = 107
 
 @dataclasses.dataclass(frozen=True)
 class Address:
@@ -56,6 +60,11 @@ def parse_address(text: str) -> Address:
             raise InvalidAddressError(f"address {text!r}: a unix address needs a path (unix:///tmp/app.sock)")
         if "\0" in rest:
             raise InvalidAddressError(f"address {text!r}: a unix path cannot contain NUL")
+        size = len(os.fsencode(rest[1:] if rest.startswith("@") else rest))
+        if size > UNIX_PATH_MAX:
+            what = "abstract name" if rest.startswith("@") else "path"
+            raise InvalidAddressError(f"address {text!r}: the unix socket {what} is {size} bytes long; "
+                                      f"the kernel's limit is {UNIX_PATH_MAX}")
         return Address(text, "unix", socket.AF_UNIX, path=rest)
     if scheme in _STREAM_SCHEMES:
         return _parse_inet(text, "tcp", _STREAM_SCHEMES[scheme], rest, scheme.endswith("6"))

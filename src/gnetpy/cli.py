@@ -64,6 +64,9 @@ def _echo(args: Any) -> int:
     except (GnetError, OSError, ValueError) as exc:
         print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C cut the graceful stop short
+        print("python -m gnetpy echo: stopped at once; unsent output was dropped", file=sys.stderr)
+        return 130
     return 0
 
 

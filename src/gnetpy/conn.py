@@ -173,7 +173,7 @@ class Conn(InboundBuffer):
             # The loop is gone: tell the callback here, on the caller's thread.
             try:
                 callback(self, EngineStoppedError(f"event loop {self._loop.index} has stopped"))
-            except Exception:
+            except Exception:  # on the caller's thread: its BaseExceptions are its own
                 self._loop._logger.exception("gnetpy: callback %r raised", callback)
 
     # The task bodies: these run on the loop.

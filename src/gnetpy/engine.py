@@ -22,6 +22,8 @@ listeners closed (unix socket files removed), then ``on_shutdown`` runs.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import resource
 import socket
 import threading
 import time
@@ -38,9 +40,10 @@ from .options import Options
 # backlog to a live peer, short enough that a dead one cannot hold a
 # deploy hostage (Kubernetes, for one, sends SIGKILL 30 s after SIGTERM).
 DEFAULT_STOP_TIMEOUT = 10.0
-# Beyond the flush deadline, how long to wait for a loop thread to exit
-# before reporting it stuck (a callback that blocks).
-_JOIN_GRACE = 5.0
+# Beyond the flush deadline, how long to wait for a loop to exit before
+# reporting it stuck (a callback that blocks): after the deadline a loop only
+# drops what is left and runs the on_close callbacks.
+_JOIN_GRACE = 2.0
 
 
 class LoopHandle(Protocol):
@@ -53,6 +56,7 @@ class LoopHandle(Protocol):
     def join(self, timeout: float | None) -> bool: ...
     def release(self) -> None: ...
     def runs_on(self, thread: threading.Thread) -> bool: ...
+    def running_callback(self) -> str: ...
     def count_connections(self) -> int: ...
     def hand_over(self, sock: socket.socket, remote: Any) -> None: ...
 
@@ -76,9 +80,12 @@ class Engine:
         self._main_reactor: EventLoop | None = None  # accepts and hands over, in main-reactor mode
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
         self._stop_requested = False
+        self._deadline = 0.0  # of the stop under way
         self._stopper: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._booted = threading.Event()  # every loop started (or the boot failed): a stop may join them
         self._started = False
+        self._error: BaseException | None = None
 
     # -- public API ----------------------------------------------------------
 
@@ -91,6 +98,15 @@ class Engine:
     def is_running(self) -> bool:
         """True from a successful start until a stop is requested."""
         return self._started and not self._stop_requested
+
+    @property
+    def error(self) -> BaseException | None:
+        """The ``SystemExit``/``KeyboardInterrupt``-like exception a callback raised, which stopped the engine.
+
+        ``run()``/``rotate()`` re-raise it in their caller's thread once the
+        engine has stopped; with ``start()`` it is here to look at.
+        """
+        return self._error
 
     @property
     def event_loops(self) -> list[EventLoop]:
@@ -112,25 +128,41 @@ class Engine:
     def request_stop(self, timeout: float | None = None, *, reason: str | None = None) -> None:
         """Start a graceful stop and return at once (safe in signal handlers and callbacks).
 
-        ``reason``, if given, is logged (at INFO) when it starts the stop.
+        During a stop, a shorter ``timeout`` brings its deadline forward
+        (``request_stop(0)``: drop what is unsent now).  ``reason``, if given,
+        is logged (at INFO).
         """
         with self._lock:
             if self._stop_requested:
+                self._hasten_stop(timeout, reason)
                 return
             if reason:
                 self._logger.info("gnetpy: %s; stopping", reason)
+            self._deadline = time.monotonic() + (DEFAULT_STOP_TIMEOUT if timeout is None else max(0.0, timeout))
             self._stop_requested = True
-            self._stopper = threading.Thread(target=self._shutdown, args=(timeout,), name="gnetpy-stop")
+            self._stopper = threading.Thread(target=self._shutdown, name="gnetpy-stop")
             self._stopper.start()
+
+    def _hasten_stop(self, timeout: float | None, reason: str | None) -> None:
+        if timeout is None or not self._started:
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        if deadline < self._deadline:
+            if reason:
+                self._logger.warning("gnetpy: %s; stopping within %gs, dropping what is unsent then", reason, timeout)
+            self._deadline = deadline
+            for loop in self._all_loops():
+                loop.shutdown(deadline)
+
+    def _loop_wants_stop(self, error: BaseException | None = None) -> None:
+        """A loop's ``Action.SHUTDOWN`` (no error), or a ``SystemExit`` & co. from a callback."""
+        if error is not None and self._error is None:
+            self._error = error
+        self.request_stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the engine has stopped; False if ``timeout`` expired first."""
-        if not self._stopped.wait(timeout):
-            return False
-        stopper = self._stopper
-        if stopper is not None and stopper is not threading.current_thread():
-            stopper.join()
-        return True
+        return self._stopped.wait(timeout)
 
     def __enter__(self) -> Engine:
         return self
@@ -146,9 +178,20 @@ class Engine:
 
     def _boot(self) -> None:
         try:
-            self._bind_all()
-            self._build_loops()
+            self._boot_loops()
+        finally:
+            self._booted.set()
+
+    def _boot_loops(self) -> None:
+        try:
+            try:
+                self._bind_all()
+                self._build_loops()
+            except OSError as exc:
+                raise _out_of_descriptors(exc, self._opts.event_loop_count(), len(self._addresses)) from None
             action = self._handler.on_boot(self)
+            if action is not None and action.__class__ is not Action:
+                raise TypeError(f"on_boot returned {action!r}; expected None or a gnetpy.Action")
         except BaseException:
             self._release()
             raise
@@ -183,9 +226,9 @@ class Engine:
     def _build_loops(self) -> None:
         count = self._opts.event_loop_count()
         for i in range(count):
-            self._loops.append(EventLoop(i, self._opts, self._handler, self.request_stop))
+            self._loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
         if count > 1 and not self._opts.reuse_port:
-            self._main_reactor = EventLoop(-1, self._opts, self._handler, self.request_stop)
+            self._main_reactor = EventLoop(-1, self._opts, self._handler, self._loop_wants_stop)
             balancer = new_balancer(self._opts.lb, self._loops)
             for listener in self._listeners:
                 self._main_reactor.add_listener(listener, balancer.next)
@@ -210,20 +253,36 @@ class Engine:
         """The main reactor first (if any): stopping it first means no new connections while the loops drain."""
         return [self._main_reactor, *self._loops] if self._main_reactor else list(self._loops)
 
-    def _shutdown(self, timeout: float | None) -> None:
-        deadline = time.monotonic() + (DEFAULT_STOP_TIMEOUT if timeout is None else max(0.0, timeout))
+    def _shutdown(self) -> None:
+        """On the gnetpy-stop thread: stop the loops, close the listeners, then on_shutdown -- always last."""
+        try:
+            self._stop_loops()
+        finally:
+            self._stopped.set()  # whatever happened, stop() and wait() return
+
+    def _stop_loops(self) -> None:
+        self._booted.wait()  # a callback may ask for a stop while the engine is still starting its loops
         loops = self._all_loops()
         for loop in loops:
-            loop.shutdown(deadline)
-        for loop in loops:
-            if not loop.join(max(0.0, deadline - time.monotonic()) + _JOIN_GRACE):
-                self._logger.error("gnetpy: event loop %d did not stop (a callback is blocking it)", loop.index)
+            loop.shutdown(self._deadline)
+        stuck = [loop for loop in loops if not loop.join(max(0.0, self._deadline - time.monotonic()) + _JOIN_GRACE)]
         self._close_listeners()
+        if stuck:
+            # A callback blocks its loop; a thread cannot be interrupted.  stop()
+            # returns (nothing is accepted any more), and on_shutdown waits for
+            # the loop so that it still comes after every on_close.
+            for loop in stuck:
+                self._logger.error("gnetpy: event loop %d did not stop by the stop deadline: %s is still running; "
+                                   "on_shutdown will run when it returns", loop.index, loop.running_callback())
+            self._stopped.set()
+            for loop in stuck:
+                loop.join(None)
         try:
             self._handler.on_shutdown(self)
-        except Exception:
-            self._logger.exception("gnetpy: on_shutdown raised")
-        self._stopped.set()
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and self._error is None:
+                self._error = exc
+            self._logger.error("gnetpy: on_shutdown raised", exc_info=exc)
 
     def _release(self) -> None:
         """Undo a boot that failed or was cancelled by on_boot."""
@@ -240,3 +299,13 @@ class Engine:
 def _itself(loop: EventLoop) -> Any:
     """The balancer of a loop that accepts for itself: every socket stays on it."""
     return lambda remote: loop
+
+
+def _out_of_descriptors(exc: OSError, loops: int, addresses: int) -> OSError:
+    """An ``OSError`` from binding or building loops, saying what ran out when descriptors did."""
+    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        return exc
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return OSError(exc.errno, f"out of file descriptors starting {loops} event loop(s) on {addresses} address(es): "
+                              f"each loop needs 2 (epoll, eventfd) and each listener 1, and the process may have "
+                              f"{soft} (RLIMIT_NOFILE); use fewer loops or raise the limit ({exc.strerror})")

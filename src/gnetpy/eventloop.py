@@ -18,9 +18,10 @@ listeners, closing connections) through ``_watchers``, a dict from
 descriptor to the method that serves it; other events on open connections
 through ``_on_event``.
 
-Opening, the handler's actions and errors, closing and shutdown -- a
-connection's life on the loop -- are in lifecycle.py, a base class of
-``EventLoop``.
+The other parts of ``EventLoop`` are base classes, one concern each (see
+loopbase.py): a connection's life -- open, the handler's actions and
+errors, close -- in lifecycle.py, the graceful close in closing.py, and
+running and stopping the loop itself in runloop.py.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .acceptor import Acceptor
 from .buffer import NOTHING, SMALL_READ
+from .closing import GracefulClose
 from .errors import EngineStoppedError
 from .handler import Action
 from .lifecycle import ConnLifecycle
 from .poller import IN, OUT, READ_EVENTS, new_poller
+from .runloop import LoopRunner
 from .state import CLOSED, FLUSHING, OPEN
 from .taskqueue import TaskQueue
 from .timers import TimerHandle, TimerHeap, is_delay, parse_tick
@@ -55,7 +58,7 @@ _get_ident = threading.get_ident
 _MAX_EVENTS_CAP = 8192
 
 
-class EventLoop(ConnLifecycle):
+class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
     """A reactor.  Public: ``index``, ``execute``, ``call_later``, ``enroll``, ``count_connections``.
 
     The engine's side (``add_listener``, ``hand_over``, ``start``, ``run``,
@@ -64,15 +67,21 @@ class EventLoop(ConnLifecycle):
     """
 
     def __init__(self, index: int, opts: Options, handler: EventHandler,
-                 request_stop: Callable[[], None]) -> None:
+                 request_stop: Callable[..., None]) -> None:
         self.index = index
         self._opts = opts
         self._logger = opts.log
         self._handler = handler
-        self._request_stop = request_stop  # Action.SHUTDOWN: ask whoever runs the engine to stop it
+        # Ask whoever runs the engine to stop it: request_stop() for
+        # Action.SHUTDOWN, request_stop(exc) for a SystemExit in a callback.
+        self._request_stop = request_stop
         self._poller = new_poller(opts.poller, opts.edge_triggered)
         self._edge_triggered = self._poller.edge_triggered
-        self._waker = Waker()
+        try:
+            self._waker = Waker()
+        except BaseException:  # out of descriptors, say: leave nothing open behind
+            self._poller.close()
+            raise
         self._tasks = TaskQueue(self._waker, self._logger)
         self._read_size = opts.read_buffer_cap
         self._small_read = min(SMALL_READ, opts.read_buffer_cap)
@@ -83,7 +92,13 @@ class EventLoop(ConnLifecycle):
         # block with the method path it mirrors.
         self._inline_events = -1 if self._edge_triggered else IN
         self._conns: dict[int, Conn] = {}  # open connections: the hot path's dict
-        self._closing: dict[int, Conn] = {}
+        self._closing: dict[int, Conn] = {}  # FLUSHING and LINGERING connections
+        # Their close_timeout deadlines, in the order they began closing --
+        # which is deadline order, since close_timeout is one value: one timer
+        # (_close_sweep) serves them all.
+        self._close_deadlines: dict[int, float] = {}
+        self._close_sweep: TimerHandle | None = None
+        self._stop_timer: TimerHandle | None = None  # the stop deadline, once stopping
         self._watchers: dict[int, Callable[[int], Any]] = {self._waker.fd: self._on_wake_up}
         self._poller.register_listener(self._waker.fd)
         self._acceptors: list[Acceptor] = []
@@ -94,6 +109,7 @@ class EventLoop(ConnLifecycle):
         self._busy_write: dict[int, Conn] = {}
         self._timers = TimerHeap()
         self._ticker: TimerHandle | None = None
+        self._tick_delay = 1.0  # what on_tick returned last; its None means "the same again"
         self._running = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -172,47 +188,6 @@ class EventLoop(ConnLifecycle):
             self._handed_over -= 1
             sock.close()
 
-    def start(self) -> None:
-        """Run the loop on a thread of its own."""
-        name = f"gnetpy-loop-{self.index}" if self.index >= 0 else "gnetpy-main-reactor"
-        self._running = True
-        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self) -> None:
-        """Serve until shut down, on the calling thread."""
-        self._thread_id = threading.get_ident()
-        self._running = True
-        try:
-            for acceptor in self._acceptors:
-                acceptor.start()
-            if self._opts.ticker and self.index == 0:
-                self._ticker = self.call_later(0, self._tick)
-            while self._running:
-                try:
-                    self._poll_loop()
-                except Exception:
-                    self._logger.exception("gnetpy: event loop %d: internal error (serving on)", self.index)
-                    time.sleep(0.01)  # never a tight loop of the same failure
-        finally:
-            self.release()
-
-    def shutdown(self, deadline: float) -> None:
-        """Ask the loop to close its connections (flushing them until ``deadline``) and exit."""
-        self._tasks.push_urgent(self._begin_shutdown, deadline)
-
-    def join(self, timeout: float | None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def runs_on(self, thread: threading.Thread) -> bool:
-        return self._thread is thread
-
-    def _in_loop_thread(self) -> bool:
-        return self._thread_id is None or self._thread_id == threading.get_ident()
-
     # -- the reactor ---------------------------------------------------------
 
     def _poll_loop(self) -> None:
@@ -276,7 +251,7 @@ class EventLoop(ConnLifecycle):
                         c._src = data
                         try:
                             action = on_traffic(c)
-                        except Exception as exc:
+                        except BaseException as exc:
                             on_raise(c, exc)
                             continue
                         if c._src is not nothing:
@@ -346,7 +321,7 @@ class EventLoop(ConnLifecycle):
         c._receive(data)
         try:
             action = self._handler.on_traffic(c)
-        except Exception as exc:
+        except BaseException as exc:
             self._callback_raised(c, exc)
             return
         if c._src is not NOTHING:
@@ -398,7 +373,7 @@ class EventLoop(ConnLifecycle):
                 self._busy_write[fd] = c
             return
         if c._state == FLUSHING:
-            self._finish_close(c, c._err)
+            self._flushed(c)
         elif not self._edge_triggered:
             self._poller.modify(fd, IN)
 
@@ -421,8 +396,8 @@ class EventLoop(ConnLifecycle):
     def _call_user(self, fn: Callable[[], Any]) -> None:
         try:
             fn()
-        except Exception:
-            self._logger.exception("gnetpy: %r raised on event loop %d", fn, self.index)
+        except BaseException as exc:
+            self._user_raised(exc, f"{fn!r} on event loop {self.index}")
 
     def _run_timers(self) -> None:
         for handle in self._timers.pop_due(time.monotonic()):
@@ -431,12 +406,15 @@ class EventLoop(ConnLifecycle):
     def _tick(self) -> None:
         if self._stopping:
             return
-        delay, action = 1.0, Action.NONE
+        delay, action = self._tick_delay, Action.NONE
         try:
-            delay, action = parse_tick(self._handler.on_tick())
-        except Exception:
-            self._logger.exception("gnetpy: on_tick raised; next tick in %.3fs", delay)
+            delay, action = parse_tick(self._handler.on_tick(), delay)
+        except BaseException as exc:
+            self._user_raised(exc, "on_tick", f"; next tick in {delay:.3f}s")
         if action == Action.SHUTDOWN:
             self._request_stop()
             return
+        self._tick_delay = delay
         self._ticker = self.call_later(delay, self._tick)
+
+

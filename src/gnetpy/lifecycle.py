@@ -1,18 +1,15 @@
-"""A connection's life on its event loop: open, the handler's actions and errors, closing, shutdown.
+"""A connection's life on its event loop: open, the handler's actions and errors, close.
 
-``ConnLifecycle`` is the part of ``EventLoop`` that moves connections
-between the states of state.py (where the diagram is); the reactor in
-eventloop.py calls into it when a socket is handed over, a callback returns
-an ``Action`` or raises, a read or write fails, or the engine stops.  It is a
-base class of ``EventLoop`` rather than an object beside it so that the
-reactor's calls into it (``_close`` on every EOF, ``_act`` on every
-``Action``) cost one method call, as they would inside one class.
+``ConnLifecycle`` is the part of ``EventLoop`` (see loopbase.py) that moves
+connections between the states of state.py, where the diagram is; the
+reactor in eventloop.py calls into it when a socket is handed over, a
+callback returns an ``Action`` or raises, or a read or write fails.
 
 Closing.  ``_close`` is the one entry for every close -- a handler's
 ``Action.CLOSE``, ``c.close()``, the peer's EOF, an error, the engine
-stopping -- and ``state.close_target`` decides where it leads; the graceful
-path continues in the reactor's ``_flush`` and ends in ``_finish_close``,
-where ``on_close`` runs exactly once.  Errors that happen inside a callback
+stopping -- and ``state.close_target`` decides where it leads: at once to
+``_finish_close``, where ``on_close`` runs exactly once, or first through
+the graceful close of closing.py.  Errors that happen inside a callback
 (a failed write) only mark the connection (``Conn._err``) and put it on
 ``_doomed``; it is closed after the callback returns, so no callback ever
 runs inside another.
@@ -21,62 +18,22 @@ runs inside another.
 from __future__ import annotations
 
 import socket
-import time
-from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from .address import format_addr
+from .closing import lingers
 from .conn import Callback, Conn
 from .errors import ConnClosedError, EngineStoppedError
 from .handler import Action
-from .poller import IN, OUT
+from .loopbase import LoopBase
+from .poller import IN
 from .sockopts import configure_accepted
-from .state import CLOSED, FLUSHING, OPEN, TransitionError, check_transition, close_target
-
-if TYPE_CHECKING:
-    import logging
-
-    from .acceptor import Acceptor
-    from .handler import EventHandler
-    from .options import Options
-    from .poller import Poller
-    from .taskqueue import TaskQueue
-    from .timers import TimerHandle, TimerHeap
-    from .waker import Waker
+from .state import CLOSED, OPEN, TransitionError, close_target
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-class ConnLifecycle:
-    # Declared for type checkers; EventLoop.__init__ sets them.
-    index: int
-    _opts: Options
-    _logger: logging.Logger | logging.LoggerAdapter[Any]
-    _handler: EventHandler
-    _request_stop: Callable[[], None]
-    _poller: Poller
-    _edge_triggered: bool
-    _tasks: TaskQueue
-    _timers: TimerHeap
-    _ticker: TimerHandle | None
-    _small_read: int
-    _conns: dict[int, Conn]
-    _closing: dict[int, Conn]
-    _watchers: dict[int, Callable[[int], Any]]
-    _acceptors: list[Acceptor]
-    _doomed: list[Conn]
-    _busy_read: dict[int, Conn]
-    _busy_write: dict[int, Conn]
-    _waker: Waker
-    _running: bool
-    _stopping: bool
-    _opened: int
-    _closed: int
-
-    if TYPE_CHECKING:
-        def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle: ...
-        def _flush(self, c: Conn) -> None: ...
-
+class ConnLifecycle(LoopBase):
     # -- open, act ---------------------------------------------------------
 
     def _open_handed_over(self, sock: socket.socket, remote: Any) -> None:
@@ -113,7 +70,7 @@ class ConnLifecycle:
         self._conns[c._fd] = c
         try:
             action = self._handler.on_open(c)
-        except Exception as exc:
+        except BaseException as exc:
             self._callback_raised(c, exc)
             return c
         if action:
@@ -121,15 +78,28 @@ class ConnLifecycle:
         return c
 
     def _act(self, c: Conn, action: Any) -> None:
-        if action == Action.CLOSE:
+        """What a callback returned, when it is true: ``Action.CLOSE``, ``Action.SHUTDOWN`` -- or a mistake.
+
+        Anything but ``None`` and an ``Action`` (``True``, a delay, a string) is
+        the handler's error: ``True == Action.CLOSE`` would otherwise close
+        the connection silently.  (False values -- ``0``, ``False``, ``""`` --
+        never get here: the loop tests ``if action:`` to stay fast, and treats
+        them as ``Action.NONE``.)
+        """
+        if action.__class__ is not Action:
+            self._callback_raised(c, TypeError(f"a callback returned {action!r}; "
+                                               f"expected None or a gnetpy.Action"))
+        elif action == Action.CLOSE:
             self._close(c, None, True)
         elif action == Action.SHUTDOWN:
             self._request_stop()
-        else:
-            self._logger.error("gnetpy: a callback of %r returned %r, which is not an Action; ignored", c, action)
 
     def _callback_raised(self, c: Conn, exc: BaseException) -> None:
-        self._logger.error("gnetpy: a callback raised for %r; closing the connection", c, exc_info=exc)
+        """A callback of ``c`` failed: log it and close ``c`` with ``exc``.  Never raises."""
+        if isinstance(exc, Exception):
+            self._logger.error("gnetpy: a callback raised for %r; closing the connection", c, exc_info=exc)
+        else:
+            self._fatal(exc, f"a callback of {c!r}")
         if c._out and c._state != CLOSED:
             try:  # deliver what the handler wrote before it failed, if the kernel takes it now
                 c._out.flush_to(c._fd)
@@ -142,11 +112,23 @@ class ConnLifecycle:
             return
         try:
             callback(c, err)
-        except Exception as exc:
+        except BaseException as exc:
             if c._state == CLOSED:
-                self._logger.error("gnetpy: callback %r raised for closed %r", callback, c, exc_info=exc)
+                self._user_raised(exc, f"callback {callback!r} for closed {c!r}")
             else:
                 self._callback_raised(c, exc)
+
+    def _user_raised(self, exc: BaseException, what: str, then: str = "") -> None:
+        """User code outside a connection's callbacks failed (on_close, a timer, on_tick): log it."""
+        if isinstance(exc, Exception):
+            self._logger.error("gnetpy: %s raised%s", what, then, exc_info=exc)
+        else:
+            self._fatal(exc, what)
+
+    def _fatal(self, exc: BaseException, what: str) -> None:
+        """``SystemExit``, ``KeyboardInterrupt`` & co. in user code: stop the engine, and let run() re-raise it."""
+        self._logger.critical("gnetpy: %s raised %s; stopping the engine", what, type(exc).__name__, exc_info=exc)
+        self._request_stop(exc)
 
     # -- closing (state.py has the diagram) -----------------------------------
 
@@ -160,38 +142,22 @@ class ConnLifecycle:
             self._close(c, c._err, False)
 
     def _close(self, c: Conn, err: BaseException | None, graceful: bool) -> None:
-        """Every close comes here; ``graceful`` first lets the queued bytes reach the kernel."""
-        if c._state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
+        """Every close comes here; ``graceful`` first delivers what was written (and lingers, for TCP)."""
+        state = c._state
+        if state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
             err, graceful = err or c._err, False
-        if graceful and c._state == OPEN and c._out:
+        if graceful and state == OPEN and c._out:
             try:
                 c._out.flush_to(c._fd)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:
                 err, graceful = exc, False
-        target = close_target(c._state, graceful, bool(c._out))
-        if target == FLUSHING:
-            self._start_flushing(c, err)
-        elif target == CLOSED:
+        target = close_target(state, graceful, bool(c._out), graceful and lingers(c, err))
+        if target == CLOSED:
             self._finish_close(c, err)
-
-    def _start_flushing(self, c: Conn, err: BaseException | None) -> None:
-        check_transition(c._state, FLUSHING)
-        fd = c._fd
-        c._state = FLUSHING
-        c._err = err  # what on_close will be told once the flush is over
-        del self._conns[fd]
-        self._closing[fd] = c
-        self._watchers[fd] = partial(self._on_flushing_event, c)
-        self._busy_read.pop(fd, None)
-        if self._edge_triggered:
-            self._busy_write[fd] = c
-        else:
-            self._poller.modify(fd, OUT)
-
-    def _on_flushing_event(self, c: Conn, ev: int) -> None:
-        self._flush(c)
+        elif target is not None:
+            self._start_closing(c, target, err)
 
     def _finish_close(self, c: Conn, err: BaseException | None) -> None:
         # check_transition(c._state, CLOSED), specialised: every state but
@@ -201,7 +167,7 @@ class ConnLifecycle:
         fd = c._fd
         c._state = CLOSED
         if self._conns.pop(fd, None) is None:
-            del self._closing[fd], self._watchers[fd]
+            del self._closing[fd], self._watchers[fd], self._close_deadlines[fd]
         if self._edge_triggered:
             self._busy_read.pop(fd, None)
             self._busy_write.pop(fd, None)
@@ -214,50 +180,16 @@ class ConnLifecycle:
         action = None
         try:
             action = self._handler.on_close(c, err)
-        except Exception:
-            self._logger.exception("gnetpy: on_close raised for %r", c)
+        except BaseException as exc:
+            self._user_raised(exc, f"on_close of {c!r}")
         callbacks, c._close_callbacks = c._close_callbacks, None
         for callback in callbacks or ():
             self._run_callback(callback, c, None)
-        if action == Action.SHUTDOWN:
-            self._request_stop()
+        if action:
+            if action.__class__ is not Action:
+                self._logger.error("gnetpy: on_close of %r returned %r; expected None or a gnetpy.Action", c, action)
+            elif action == Action.SHUTDOWN:
+                self._request_stop()
         if self._stopping and not self._conns and not self._closing:
             self._running = False
 
-    # -- shutdown ------------------------------------------------------------
-
-    def _begin_shutdown(self, deadline: float) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        for acceptor in self._acceptors:
-            acceptor.stop()
-        if self._ticker is not None:
-            self._ticker.cancel()
-        for c in list(self._conns.values()):
-            self._close(c, None, True)
-        if self._closing:
-            self.call_later(max(0.0, deadline - time.monotonic()), self._force_close)
-        elif not self._conns:
-            self._running = False
-
-    def _force_close(self) -> None:
-        for c in list(self._closing.values()):
-            unsent = c._out.nbytes if c._out else 0
-            self._logger.warning("gnetpy: stop timed out: %r closed with %d bytes unsent", c, unsent)
-            self._close(c, TimeoutError(f"engine stop timed out with {unsent} bytes unsent"), False)
-
-    def release(self) -> None:
-        """Close everything this loop holds; its last act (also what undoes a boot that failed)."""
-        self._stopping = True
-        for c in list(self._conns.values()) + list(self._closing.values()):
-            self._close(c, EngineStoppedError(f"event loop {self.index} stopped"), False)
-        for fn, args in self._tasks.close():
-            self._tasks.call((fn, args))  # they see closed connections and report it
-        for acceptor in self._acceptors:
-            acceptor.stop()
-        self._timers.clear()
-        if self._waker.fd >= 0:
-            self._poller.close()
-            self._waker.close()
-        self._running = False

@@ -72,7 +72,13 @@ def _bind(address: Address, opts: Options) -> socket.socket:
 
 
 def _remove_stale_socket_file(address: Address) -> None:
-    """Remove a socket file left by a previous run; refuse to remove anything else."""
+    """Remove a socket file left by a previous run; refuse a live one, or anything else.
+
+    A socket file whose server is still running is not stale: unlinking it
+    would quietly take the address over (and leave the other server
+    unreachable), so a connect is tried first -- if something accepts, this is
+    ``EADDRINUSE``, as binding a live TCP port is.
+    """
     path = address.path
     if path.startswith("@"):
         return
@@ -82,7 +88,24 @@ def _remove_stale_socket_file(address: Address) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise OSError(errno.EADDRINUSE, f"cannot bind {address.text!r}: {path} exists and is not a socket")
+    if _is_served(path):
+        raise OSError(errno.EADDRINUSE, f"cannot bind {address.text!r}: another server is listening on {path}")
     os.unlink(path)
+
+
+def _is_served(path: str) -> bool:
+    """Does something accept connections on the unix socket at ``path``?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)  # a full backlog answers EAGAIN at once: someone is there
+        try:
+            probe.connect(path)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False  # a file no one listens on: stale
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot tell whether {path} is in use: {exc.strerror}") from None
+        return True
 
 
 def _remove_socket_file(path: str, identity: tuple[int, int]) -> None:

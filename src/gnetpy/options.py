@@ -42,6 +42,7 @@ class Options:
     bind_to_device: str = ""
     poller: str | None = None
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+    close_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -60,6 +61,10 @@ class Options:
             raise ValueError(f"poller: {self.poller!r}; accepted: None (best available), 'epoll', 'poll'")
         if self.logger is None:
             self.logger = logging.getLogger("gnetpy")
+        elif not isinstance(self.logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ValueError(f"logger: {self.logger!r}; accepted: None (the 'gnetpy' logger), "
+                             f"a logging.Logger or a logging.LoggerAdapter")
+        _check_seconds("close_timeout", self.close_timeout)
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -92,8 +97,16 @@ class Options:
 
 _BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "edge_triggered")
 # name -> smallest accepted value
-_INTS = {"num_event_loop": 0, "read_buffer_cap": 1, "write_buffer_cap": 1, "socket_recv_buffer": 0,
-         "socket_send_buffer": 0, "edge_triggered_chunk": 1}
+# name -> (smallest, largest) accepted value.  The largest are far above any
+# sensible setting and keep a typo (2**40) from turning into a MemoryError on
+# every read: read_buffer_cap is the size of a read, write_buffer_cap of the
+# outbound coalescing chunk, edge_triggered_chunk a per-iteration byte budget.
+MAX_LOOPS = 4096
+MAX_BUFFER_CAP = 64 * MiB
+MAX_EDGE_TRIGGERED_CHUNK = 1024 * MiB
+_INTS = {"num_event_loop": (0, MAX_LOOPS), "read_buffer_cap": (1, MAX_BUFFER_CAP),
+         "write_buffer_cap": (1, MAX_BUFFER_CAP), "socket_recv_buffer": (0, MAX_SOCKET_BUFFER),
+         "socket_send_buffer": (0, MAX_SOCKET_BUFFER), "edge_triggered_chunk": (1, MAX_EDGE_TRIGGERED_CHUNK)}
 
 
 def _check_bools(opts: Options) -> None:
@@ -104,13 +117,16 @@ def _check_bools(opts: Options) -> None:
 
 
 def _check_ints(opts: Options) -> None:
-    for name, low in _INTS.items():
+    for name, (low, high) in _INTS.items():
         value = getattr(opts, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: {value!r}; accepted: an int >= {low}")
-    for name in ("socket_recv_buffer", "socket_send_buffer"):
-        if getattr(opts, name) > MAX_SOCKET_BUFFER:
-            raise ValueError(f"{name}: {getattr(opts, name)!r}; accepted: an int from 0 to {MAX_SOCKET_BUFFER}")
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name}: {value!r}; accepted: an int from {low} to {high}")
+
+
+def _check_seconds(name: str, value: Any) -> None:
+    """A positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name}: {value!r}; accepted: seconds, a number > 0")
 
 
 def _check_keepalive(opts: Options) -> None:

@@ -32,13 +32,31 @@ def rotate(handler: EventHandler, addrs: Iterable[str], *, options: Options | No
 
 def serve_forever(handler: EventHandler, addrs: str | Iterable[str], options: Options | None = None,
                   **kwargs: Any) -> None:
-    """``start`` and block until the engine stops; SIGINT/SIGTERM stop it when in the main thread."""
+    """``start`` and block until the engine stops; SIGINT/SIGTERM stop it when in the main thread.
+
+    Raises, once the engine has stopped, what a callback raised that stopped it
+    (``SystemExit``, ``KeyboardInterrupt``), or -- when a second signal cut
+    the graceful stop short and what was unsent was dropped --
+    ``KeyboardInterrupt`` (SIGINT) or ``SystemExit(128 + signal)`` (SIGTERM),
+    so that the program does not exit 0.
+    """
     with StopOnSignals() as signals:
         engine = start(handler, addrs, options=options, **kwargs)
         signals.attach(engine)
         while not engine.wait(0.5):  # short waits keep the signal handlers prompt
             pass
+    if engine.error is not None:
+        raise engine.error
+    signals.raise_if_forced()
 
 
 def _addr_list(addrs: str | Iterable[str]) -> list[str]:
-    return [addrs] if isinstance(addrs, str) else list(addrs)
+    if isinstance(addrs, str):
+        return [addrs]
+    if isinstance(addrs, (bytes, bytearray)):
+        raise TypeError(f"addrs: {addrs!r} is bytes; addresses are str, e.g. 'tcp://127.0.0.1:9000'")
+    try:
+        return list(addrs)
+    except TypeError:
+        raise TypeError(f"addrs: expected an address string or an iterable of them, "
+                        f"got {type(addrs).__name__}") from None

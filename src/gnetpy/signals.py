@@ -3,7 +3,9 @@
 The handlers are installed *before* the engine boots, so a signal that
 arrives while it boots (or just after, before anything else runs) is not
 lost to the default action; it stops the engine as soon as there is one.
-The previous handlers come back on exit.
+A second signal during the graceful stop stops at once: what is still
+unsent is dropped (and logged), and ``run()`` then raises so that the
+program's exit status says so.  The previous handlers come back on exit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class StopOnSignals:
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._received: int | None = None
+        self._forced: int | None = None  # the second signal, which cut the stop short
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignals:
@@ -38,10 +41,25 @@ class StopOnSignals:
 
     def attach(self, engine: Engine) -> None:
         self._engine = engine
-        if self._received is not None:
-            self._on_signal(self._received, None)
+        received, self._received = self._received, None
+        if received is not None:
+            self._on_signal(received, None)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._received = signum
-        if self._engine is not None:
-            self._engine.request_stop(reason=f"{signal.Signals(signum).name} received")
+        name = signal.Signals(signum).name
+        if self._engine is None:
+            self._received = signum
+        elif self._received is None:
+            self._received = signum
+            self._engine.request_stop(reason=f"{name} received")
+        else:
+            # A second signal during the graceful stop: stop at once.
+            self._forced = signum
+            self._engine.request_stop(0, reason=f"{name} received again")
+
+    def raise_if_forced(self) -> None:
+        """After the stop: a second signal dropped unsent output; don't let the program exit 0."""
+        if self._forced == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self._forced is not None:
+            raise SystemExit(128 + self._forced)

@@ -9,8 +9,11 @@ it would silently drop every connection.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import socket
+import sys
+import termios
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ MAX_SOCKET_BUFFER = 2**31 - 1
 # every connection -- so larger values are refused up front instead.
 MAX_KEEP_SECONDS = 32767
 MAX_KEEP_COUNT = 127
+_TIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
 
 
 def set_listener_options(sock: socket.socket, address: Address, opts: Options) -> None:
@@ -124,3 +128,14 @@ def check_keepalive(idle: Any, interval: Any, count: Any, labels: tuple[str, str
     if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                               or not 1 <= count <= MAX_KEEP_COUNT):
         raise ValueError(f"{labels[2]}{count!r}; accepted: an int from 1 to {MAX_KEEP_COUNT}")
+
+
+def unacked_bytes(sock: socket.socket) -> int | None:
+    """Bytes this TCP socket sent that the peer has not acknowledged yet (a FIN counts one).
+
+    ``TIOCOUTQ`` (``SIOCOUTQ``) on Linux.  None where the kernel cannot tell.
+    """
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0"), sys.byteorder, signed=True)
+    except (OSError, ValueError):
+        return None

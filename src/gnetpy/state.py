@@ -2,30 +2,45 @@
 
 ::
 
-                 accept / enroll
-                       |
-                       v
-                     OPEN --------------------------+
-                       |                            |
-       graceful close  |  (Action.CLOSE, c.close(), |  error, reset, callback
-       stop(), EOF)    |                            |  exception, forced stop
-          +------------+-------------+              |
-          | bytes queued             | none queued  |
-          v                          |              |
-       FLUSHING --- queue empty -----+              |
-          |                          |              |
-          | timeout / error          v              |
-          |                    (closed)             |
-          +------------------------> CLOSED <-------+
-                                     on_close runs here, exactly once
+                   accept / enroll
+                         |
+                         v
+                       OPEN ------------------------------------+
+                         |                                      |
+      graceful close     |  (Action.CLOSE, c.close(), stop(),   | error, reset, callback
+                         |   the peer's EOF)                    | exception, forced stop
+        +----------------+------------------+                   |
+        | bytes queued   | none queued,     | none queued,      |
+        v                | local close      | the peer's EOF    |
+     FLUSHING            v                  |                   |
+        | queue empty  LINGERING            |                   |
+        +------------->  |                  |                   |
+        | (no linger)    | peer's EOF, all  |                   |
+        |                | acknowledged     |                   |
+        v                v                  v                   |
+        +-------------> CLOSED <------------+-------------------+
+      close_timeout,    on_close runs here, exactly once
+      error
 
-Only ``EventLoop._close`` (the decision, made by ``close_target`` below) and
-the closing protocol in closing.py move a connection between states, and
-every move is checked against ``TRANSITIONS``.  States still to come have a
-place here: "paused for backpressure" is a sibling of OPEN (reading off,
-writing on), "connecting" (a non-blocking dial) and "TLS handshaking" come
-before OPEN and go to CLOSED on failure, and lingering (half-closed, reading
-and discarding until the peer's EOF) sits between FLUSHING and CLOSED.
+FLUSHING: the outbound queue drains; input is read and discarded (a peer
+blocked in a write of its own must not keep ours from finishing).
+LINGERING (after a local close): the write side is shut (``SHUT_WR``: the
+peer reads an end of stream after everything we sent) and input is read and
+discarded until the peer's EOF, or until the kernel reports that the peer
+has everything (TCP: acknowledged, our FIN included; unix: read) -- closing
+a socket with unread input sends a TCP reset, which destroys whatever the
+peer has not yet received (nginx's "lingering close"), and makes a unix
+peer's read fail with ECONNRESET instead of ending cleanly.  Both closing
+states are bounded by ``close_timeout``; a connection still closing then is
+dropped with a ``TimeoutError``.  A close caused by the peer's EOF does not
+linger: the peer will send nothing more.
+
+Only ``ConnLifecycle._close`` (the decision, made by ``close_target`` below)
+and the closing protocol in lifecycle.py move a connection between states,
+and every move is checked against ``TRANSITIONS``.  States still to come have
+a place here: "paused for backpressure" is a sibling of OPEN (reading off,
+writing on); "connecting" (a non-blocking dial) and "TLS handshaking" come
+before OPEN and go to CLOSED on failure.
 
 The values are ints (see intenum.py): the event loop compares states on
 paths that run for every event.
@@ -42,17 +57,20 @@ class ConnState(IntConstant):
     __slots__ = ()
     OPEN: ClassVar[ConnState]
     FLUSHING: ClassVar[ConnState]
+    LINGERING: ClassVar[ConnState]
     CLOSED: ClassVar[ConnState]
-    _values: ClassVar[dict[str, int]] = {"OPEN": 0, "FLUSHING": 1, "CLOSED": 2}
+    _values: ClassVar[dict[str, int]] = {"OPEN": 0, "FLUSHING": 1, "LINGERING": 2, "CLOSED": 3}
 
 
 OPEN = ConnState.OPEN
 FLUSHING = ConnState.FLUSHING  # closing: the outbound queue drains, nothing more is delivered
+LINGERING = ConnState.LINGERING  # closing: FIN sent, waiting for the peer's EOF or acknowledgement
 CLOSED = ConnState.CLOSED
 
 TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
-    OPEN: frozenset({FLUSHING, CLOSED}),
-    FLUSHING: frozenset({CLOSED}),
+    OPEN: frozenset({FLUSHING, LINGERING, CLOSED}),
+    FLUSHING: frozenset({LINGERING, CLOSED}),
+    LINGERING: frozenset({CLOSED}),
     CLOSED: frozenset(),
 }
 
@@ -66,17 +84,24 @@ def check_transition(old: ConnState, new: ConnState) -> None:
         raise TransitionError(f"connection state {old.name} -> {new.name} is not a transition")
 
 
-def close_target(state: ConnState, graceful: bool, queued: bool) -> ConnState | None:
+def close_target(state: ConnState, graceful: bool, queued: bool, lingers: bool) -> ConnState | None:
     """Where a close request takes a connection in ``state``; None means "stay".
 
     ``graceful``: a local close, or the peer's EOF -- what was written is
     still delivered.  Otherwise (an error, a forced stop) the connection
     closes at once.  ``queued``: bytes wait in the outbound queue.
+    ``lingers``: once they are sent, wait for the peer (see the module
+    docstring: a local close of a TCP connection).
     """
     if state == CLOSED:
         return None
     if not graceful:
         return CLOSED
     if state == OPEN:
-        return FLUSHING if queued else CLOSED
+        return FLUSHING if queued else after_flush(lingers)
     return None  # already closing: the closing protocol finishes it
+
+
+def after_flush(lingers: bool) -> ConnState:
+    """Where a closing connection goes once its outbound queue is empty."""
+    return LINGERING if lingers else CLOSED

@@ -52,10 +52,11 @@ class TaskQueue:
             if self._closed:
                 return False
             queue.append(task)
-            if self._armed:
-                return True
-            self._armed = True
-        self._waker.wake()
+            if not self._armed:
+                self._armed = True
+                # Under the lock: once close() has run, the loop may close the
+                # waker's descriptor (and the number be reused) at any moment.
+                self._waker.wake()
         return True
 
     def run(self) -> None:

@@ -74,12 +74,15 @@ class TimerHeap(list):  # type: ignore[type-arg]
         return due
 
 
-def parse_tick(result: Any) -> tuple[float, Action]:
+def parse_tick(result: Any, previous: float) -> tuple[float, Action]:
+    """What ``on_tick`` returned: seconds, ``(seconds, Action)``, or None for ``previous`` seconds again."""
+    if result is None:
+        return previous, Action.NONE
     if isinstance(result, tuple) and len(result) == 2:
         delay, action = result
         action = Action(action if action is not None else Action.NONE)
     else:
         delay, action = result, Action.NONE
     if not is_delay(delay):
-        raise TypeError(f"on_tick returned {result!r}; expected seconds >= 0 or (seconds, Action)")
+        raise TypeError(f"on_tick returned {result!r}; expected seconds >= 0, (seconds, Action) or None")
     return float(delay), action

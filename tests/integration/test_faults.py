@@ -289,3 +289,198 @@ def test_emfile_backs_off_without_spinning_and_recovers(tmp_path: Any) -> None:
         proc.stderr.close()
         proc.stdin.close()
     assert proc.returncode == 0, stderr
+
+
+# -- SystemExit, KeyboardInterrupt and other BaseExceptions in callbacks -------------------------------
+
+
+class ExitsIn(Recorder):
+    """Raises ``exc`` from the named callback (on_open, on_traffic, on_close, a timer or on_tick)."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__()
+        self.where = where
+        self.exc = exc
+
+    def on_open(self, c: gnetpy.Conn) -> Any:
+        super().on_open(c)
+        if self.where == "on_open":
+            raise self.exc
+        if self.where == "timer":
+            c.event_loop.call_later(0, self._raise)
+
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        if self.where == "on_traffic":
+            raise self.exc
+        return super().on_traffic(c)
+
+    def on_close(self, c: gnetpy.Conn, err: BaseException | None) -> Any:
+        super().on_close(c, err)
+        if self.where == "on_close":
+            raise self.exc
+
+    def on_tick(self) -> Any:
+        if self.where == "on_tick":
+            raise self.exc
+        return 0.05
+
+    def _raise(self) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize("where", ["on_open", "on_traffic", "on_close", "timer", "on_tick"])
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+@pytest.mark.parametrize("loops", [1, 2])
+def test_a_base_exception_in_a_callback_stops_the_engine_gracefully(caplog: Any, where: str, exc: BaseException,
+                                                                    loops: int) -> None:
+    handler = ExitsIn(where, exc)
+    with caplog.at_level(logging.CRITICAL, logger="gnetpy"):
+        engine = gnetpy.start(handler, "tcp://127.0.0.1:0", num_event_loop=loops, ticker=where == "on_tick")
+        addr = engine.addrs[0]
+        try:
+            if where != "on_tick":
+                with connect(addr) as s:
+                    s.sendall(b"x")
+                    if where == "on_close":
+                        assert recv_exact(s, 1) == b"x"
+            assert engine.wait(WAIT), "the engine did not stop"
+        finally:
+            engine.stop(timeout=5)
+    assert engine.error is exc
+    assert not engine.is_running
+    assert any(r.levelno == logging.CRITICAL and type(exc).__name__ in r.getMessage() for r in caplog.records)
+    with pytest.raises(OSError):  # nothing accepts any more
+        socket.create_connection(addr, timeout=1).close()
+    wait_for(lambda: not gnetpy_threads())
+
+
+def test_run_re_raises_a_system_exit_from_a_callback_in_its_caller() -> None:
+    handler = ExitsIn("on_traffic", SystemExit(7))
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    port = port_holder.getsockname()[1]
+    port_holder.close()
+    raised: list[BaseException] = []
+
+    def serve_it() -> None:
+        try:
+            gnetpy.run(handler, f"tcp://127.0.0.1:{port}")
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=serve_it)
+    thread.start()
+    try:
+        s = wait_for(lambda: _try_connect(("127.0.0.1", port)))
+        with s:
+            s.sendall(b"bye")
+        thread.join(WAIT)
+    finally:
+        thread.join(WAIT)
+    assert len(raised) == 1 and isinstance(raised[0], SystemExit) and raised[0].code == 7
+
+
+def _try_connect(addr: Any) -> socket.socket | None:
+    try:
+        return socket.create_connection(addr, timeout=WAIT)
+    except OSError:
+        return None
+
+
+# -- what callbacks return ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, "close", 1.5, [1]])
+def test_a_return_value_that_is_not_an_action_closes_that_connection_with_a_type_error(
+        serve: Any, caplog: Any, value: Any) -> None:
+    class Returns(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.write(c.next())
+            return value
+
+    handler = Returns()
+    engine = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="gnetpy"):
+        with connect(engine.addrs[0]) as s:
+            s.sendall(b"one")
+            assert recv_exact(s, 3) == b"one"  # what it wrote before returning still arrives
+            assert recv_until_eof(s) == b""
+        wait_for(lambda: handler.closed)
+    err = handler.closed[0][1]
+    assert isinstance(err, TypeError) and repr(value) in str(err)
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1  # once, not per message
+
+
+def test_returning_none_or_an_action_is_fine(serve: Any, caplog: Any) -> None:
+    class Alternates(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.write(c.next())
+            c.context = not c.context
+            return gnetpy.Action.NONE if c.context else None
+
+    handler = Alternates()
+    engine = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="gnetpy"), connect(engine.addrs[0]) as s:
+        for i in range(10):
+            s.sendall(b"%d" % i)
+            assert recv_exact(s, 1) == b"%d" % i
+    assert not caplog.records
+
+
+# -- a callback that blocks the loop at stop() ---------------------------------------------------------
+
+
+def test_stop_with_a_blocked_callback_returns_and_on_shutdown_still_comes_last(caplog: Any) -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    class Blocks(gnetpy.EventHandler):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            release.wait(WAIT)  # a handler that blocks (it must not)
+
+        def on_close(self, c: gnetpy.Conn, err: BaseException | None) -> Any:
+            order.append("on_close")
+
+        def on_shutdown(self, engine: gnetpy.Engine) -> None:
+            order.append("on_shutdown")
+
+    engine = gnetpy.start(Blocks(), "tcp://127.0.0.1:0")
+    try:
+        with connect(engine.addrs[0]) as s, caplog.at_level(logging.ERROR, logger="gnetpy"):
+            s.sendall(b"x")
+            time.sleep(0.2)  # the loop is now inside on_traffic
+            started = time.monotonic()
+            engine.stop(timeout=0.5)
+            assert time.monotonic() - started < 4  # the stop deadline plus the grace, not forever
+            assert order == []  # on_shutdown has not run before that connection's on_close
+            message = " ".join(r.getMessage() for r in caplog.records)
+            assert "did not stop" in message and "on_traffic" in message and "Blocks" in message
+    finally:
+        release.set()
+    wait_for(lambda: order == ["on_close", "on_shutdown"])
+    wait_for(lambda: not gnetpy_threads())
+
+
+# -- internal errors ---------------------------------------------------------------------------------
+
+
+def test_an_internal_error_that_repeats_backs_off_and_stops_the_engine(caplog: Any) -> None:
+    calls: list[float] = []
+
+    class Broken(gnetpy.EventHandler):
+        def on_boot(self, engine: gnetpy.Engine) -> None:
+            def poll(timeout: float, maxevents: int) -> Any:
+                calls.append(time.monotonic())
+                raise MemoryError("simulated")
+            engine.event_loops[0]._poller.poll = poll  # type: ignore[method-assign]
+
+    with caplog.at_level(logging.ERROR, logger="gnetpy"):
+        engine = gnetpy.start(Broken(), "tcp://127.0.0.1:0")
+        try:
+            assert engine.wait(WAIT)
+        finally:
+            engine.stop(timeout=1)
+    assert 2 <= len(calls) <= 8  # backed off, then gave up: not hundreds of tries a second
+    assert calls[-1] - calls[0] >= 0.5
+    assert isinstance(engine.error, MemoryError)
+    wait_for(lambda: not gnetpy_threads())

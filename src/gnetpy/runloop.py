@@ -1,0 +1,165 @@
+"""Running an event loop: on a thread of its own or the caller's, stopping it, and surviving its own failures.
+
+``start`` runs the loop on a new thread (thread mode); ``run`` serves on the
+calling thread (a worker process's main thread).  ``shutdown(deadline)``,
+safe from any thread, asks the loop to close its connections gracefully and
+exit, dropping what is unsent at ``deadline``; asked again with an earlier
+deadline, it brings the drop forward.  ``release`` is the loop's last act
+(and what undoes a boot that failed): nothing is left open or queued.
+
+Errors in user code never get here (lifecycle.py catches them at each
+callback).  What does -- a bug in gnetpy, a ``MemoryError`` -- is logged, and
+the loop backs off and serves on; if it keeps failing it stops the engine
+rather than spin.  A ``SystemExit`` or ``KeyboardInterrupt`` stops the engine
+gracefully and is re-raised by ``run()`` in its caller's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from .errors import EngineStoppedError
+from .loopbase import LoopBase
+
+# The reactor gives up (and stops the engine) after this many internal
+# errors, each less than _FAILURE_WINDOW seconds after the one before.
+_MAX_FAILURES = 8
+_FAILURE_WINDOW = 10.0
+
+
+class LoopRunner(LoopBase):
+    def start(self) -> None:
+        """Run the loop on a thread of its own."""
+        name = f"gnetpy-loop-{self.index}" if self.index >= 0 else "gnetpy-main-reactor"
+        self._running = True
+        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Serve until shut down, on the calling thread."""
+        self._thread_id = threading.get_ident()
+        self._running = True
+        try:
+            for acceptor in self._acceptors:
+                acceptor.start()
+            if self._opts.ticker and self.index == 0:
+                self._ticker = self.call_later(0, self._tick)
+            failures = _Failures()
+            while self._running:
+                try:
+                    self._poll_loop()
+                except BaseException as exc:
+                    self._internal_error(exc, failures)
+        finally:
+            self.release()
+
+    def _internal_error(self, exc: BaseException, failures: _Failures) -> None:
+        """Something escaped the reactor itself (callbacks' errors never do): log, back off, give up if it repeats."""
+        if not isinstance(exc, Exception):  # an asynchronous KeyboardInterrupt, say
+            self._fatal(exc, f"event loop {self.index}")
+            return
+        count = failures.add()
+        self._logger.error("gnetpy: event loop %d: internal error %d in a row (serving on)", self.index, count,
+                           exc_info=exc)
+        if count >= _MAX_FAILURES:
+            self._fatal(exc, f"event loop {self.index} (it failed {count} times in a row)")
+            self._running = False  # nothing more can be expected of it: release everything now
+            return
+        time.sleep(min(1.0, 0.01 * 2 ** (count - 1)))  # never a tight loop of the same failure
+
+    def shutdown(self, deadline: float) -> None:
+        """Ask the loop to close its connections (flushing them until ``deadline``) and exit."""
+        self._tasks.push_urgent(self._begin_shutdown, deadline)
+
+    def join(self, timeout: float | None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return self._thread is thread
+
+    def running_callback(self) -> str:
+        """Where this loop's thread is now, for a loop that does not stop: the user code it is running."""
+        frame = sys._current_frames().get(self._thread_id or -1)
+        stack = []  # innermost first
+        while frame is not None:
+            stack.append(frame)
+            frame = frame.f_back
+        if not stack:
+            return "nothing (the loop has ended)"
+        ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+        for inner, outer in zip(stack, stack[1:]):  # the user frame that gnetpy called
+            if outer.f_code.co_filename.startswith(ours) and not inner.f_code.co_filename.startswith(ours):
+                where = f"{inner.f_code.co_qualname} ({inner.f_code.co_filename}:{inner.f_code.co_firstlineno})"
+                now = stack[0]
+                return f"{where}, now at {now.f_code.co_filename}:{now.f_lineno}"
+        return "gnetpy's own code (no user callback)"
+
+    def _in_loop_thread(self) -> bool:
+        return self._thread_id is None or self._thread_id == threading.get_ident()
+
+    def _begin_shutdown(self, deadline: float) -> None:
+        """Close every connection gracefully, bounded by ``deadline``; again with an earlier one: bring it forward."""
+        if self._stopping:
+            if self._stop_timer is not None and deadline < self._stop_timer.when:
+                self._stop_timer.cancel()
+                self._stop_timer = self.call_later(max(0.0, deadline - time.monotonic()), self._force_close)
+            return
+        self._stopping = True
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for c in list(self._conns.values()):
+            self._close(c, None, True)
+        if self._closing:
+            self._stop_timer = self.call_later(max(0.0, deadline - time.monotonic()), self._force_close)
+        elif not self._conns:
+            self._running = False
+
+    def _force_close(self) -> None:
+        """The stop deadline: drop what is still closing (one log line for all of them)."""
+        closing = list(self._closing.values())
+        unsent = sum(c._out.nbytes for c in closing if c._out)
+        if closing:
+            self._logger.warning("gnetpy: event loop %d: stop deadline reached; %d connection(s) dropped with %d "
+                                 "bytes unsent", self.index, len(closing), unsent)
+        for c in closing:
+            left = c._out.nbytes if c._out else 0
+            self._close(c, TimeoutError(f"engine stop deadline reached with {left} bytes unsent"), False)
+
+    def release(self) -> None:
+        """Close everything this loop holds; its last act (also what undoes a boot that failed)."""
+        self._stopping = True
+        for c in list(self._conns.values()) + list(self._closing.values()):
+            self._close(c, EngineStoppedError(f"event loop {self.index} stopped"), False)
+        for fn, args in self._tasks.close():
+            self._tasks.call((fn, args))  # they see closed connections and report it
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        self._timers.clear()
+        if self._waker.fd >= 0:
+            self._poller.close()
+            self._waker.close()
+        self._running = False
+
+
+class _Failures:
+    """Consecutive internal errors of a loop: the count restarts after a quiet spell."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+
+    def add(self) -> int:
+        now = time.monotonic()
+        self.count = self.count + 1 if now - self.last < _FAILURE_WINDOW else 1
+        self.last = now
+        return self.count

@@ -1,0 +1,161 @@
+"""The graceful close: what was written reaches the peer, whatever it sent meanwhile -- within close_timeout.
+
+A socket closed with unread input sends a TCP reset, and a reset destroys
+whatever the peer has not received yet: a pipelining client that sent more
+than the server read saw ECONNRESET after about 2.5 of 4 MiB.  Closing
+connections now flush, half-close, read and drop input, and close once the
+peer has everything (state.py).  Each test below failed before that.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import gnetpy
+from conftest import WAIT, Recorder, connect, open_fds, wait_for
+
+REPLY = 4 << 20
+
+
+class BigReplyThenClose(Recorder):
+    """On the first byte: queue 4 MiB, then close the way the test says (or leave it to engine.stop())."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        if c.context:
+            return None  # later bytes stay unread in our buffer
+        c.context = True
+        c.next(1)
+        c.write(b"y" * REPLY)
+        if self.how == "action":
+            return gnetpy.Action.CLOSE
+        if self.how == "close":
+            c.close()
+        return None
+
+
+def read_all(s: socket.socket) -> tuple[int, BaseException | None]:
+    """Bytes read until EOF, and the error that ended the read instead of EOF, if any."""
+    got = 0
+    try:
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                return got, None
+            got += len(chunk)
+    except OSError as exc:
+        return got, exc
+
+
+@pytest.mark.parametrize("how", ["action", "close", "stop"])
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_a_local_close_delivers_everything_to_a_peer_that_sent_more(serve: Any, tmp_path: Any, how: str,
+                                                                  family: str) -> None:
+    handler = BigReplyThenClose(how)
+    addr = "tcp://127.0.0.1:0" if family == "tcp" else f"unix://{tmp_path}/c.sock"
+    engine = serve(handler, addr)
+    stopper = threading.Thread(target=engine.stop, args=(WAIT,))
+    with connect(engine.addrs[0]) as s:
+        s.sendall(b"G")
+        time.sleep(0.05)
+        if how == "stop":
+            stopper.start()
+            time.sleep(0.1)
+        s.sendall(b"E" * 10)  # arrives while the reply is still queued: never read by the handler
+        time.sleep(0.3)
+        got, err = read_all(s)
+    if how == "stop":
+        stopper.join(WAIT)
+    assert (got, err) == (REPLY, None)
+    wait_for(lambda: handler.closed)
+    assert handler.closed[0][1] is None
+
+
+def test_a_peer_that_reads_everything_but_never_closes_is_let_go_at_once(serve: Any) -> None:
+    """Lingering ends when the peer has acknowledged everything -- not at close_timeout."""
+    handler = BigReplyThenClose("action")
+    engine = serve(handler, close_timeout=30)
+    with connect(engine.addrs[0]) as s:
+        s.sendall(b"G")
+        got = 0
+        while got < REPLY:
+            got += len(s.recv(1 << 20))
+        started = time.monotonic()
+        wait_for(lambda: handler.closed, timeout=5)  # the client still holds its socket open
+        assert time.monotonic() - started < 2
+        assert s.recv(10) == b""  # and it reads a clean end of stream
+    assert handler.closed[0][1] is None
+
+
+def test_input_sent_while_lingering_is_dropped_until_the_peer_closes(serve: Any) -> None:
+    class CloseAtOnce(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.write(b"bye")
+            return gnetpy.Action.CLOSE
+
+    handler = CloseAtOnce()
+    engine = serve(handler)
+    with connect(engine.addrs[0]) as s:
+        s.sendall(b"hello")
+        assert s.recv(10) == b"bye"
+        for _ in range(50):  # the peer keeps sending after our FIN: read and dropped, no reset
+            s.sendall(b"x" * 1000)
+        assert s.recv(10) == b""
+    wait_for(lambda: handler.closed)
+    assert handler.closed[0][1] is None
+
+
+def test_close_timeout_drops_a_closing_connection_whose_peer_never_reads(serve: Any) -> None:
+    class Flood(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.next()
+            c.write(b"z" * (50 << 20))
+            return gnetpy.Action.CLOSE
+
+    handler = Flood()
+    before = open_fds()
+    engine = serve(handler, close_timeout=1)
+    s = connect(engine.addrs[0])
+    try:
+        s.sendall(b"go")
+        started = time.monotonic()
+        wait_for(lambda: handler.closed, timeout=5)
+        elapsed = time.monotonic() - started
+        err = handler.closed[0][1]
+        assert isinstance(err, TimeoutError) and "close_timeout" in str(err) and "unsent" in str(err)
+        assert 0.9 <= elapsed < 3.5
+        assert engine.count_connections() == 0
+    finally:
+        s.close()
+    engine.stop()
+    assert open_fds() <= before
+
+
+def test_many_closing_connections_share_one_deadline_timer(serve: Any) -> None:
+    """close_timeout costs no timer per connection: the loop's timer heap stays small while 200 close."""
+    class Flood(Recorder):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.next()
+            c.write(b"z" * (4 << 20))
+            return gnetpy.Action.CLOSE
+
+    handler = Flood()
+    engine = serve(handler, close_timeout=30)
+    clients = [connect(engine.addrs[0]) for _ in range(200)]
+    try:
+        for s in clients:
+            s.sendall(b"go")
+        loop = engine.event_loops[0]
+        wait_for(lambda: loop.count_connections() == 200 and len(loop._closing) == 200)
+        assert len(loop._timers) <= 3  # the close-deadline sweep (and nothing per connection)
+    finally:
+        for s in clients:
+            s.close()
