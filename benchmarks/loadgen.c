@@ -9,7 +9,8 @@
  * Load mode: N connections each keep DEPTH messages of SIZE bytes in flight
  * for a warm-up and then a measured window; reports messages/s, MB/s, the
  * round-trip p50/p99 and, with --pid, the server's user and system CPU time
- * per message over the measured window (from /proc/PID/stat).
+ * per message over the measured window: the sum over PID and all its
+ * descendants (worker processes), from /proc/N/stat.
  *
  * Idle mode (--idle): opens N connections, proves each one is served with a
  * small echo, prints a report and holds them until stdin closes (or --hold
@@ -28,6 +29,7 @@
  * Output: one JSON object on stdout.  Errors: one line on stderr, exit 1.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -60,6 +62,7 @@
 #define UDP_HEADER 16             /* u32 magic, u32 socket, u64 sequence; pattern after */
 #define UDP_MAGIC 0x4c475544u     /* "LGUD" */
 #define UDP_MAX_SIZE 65507        /* the largest UDP payload over IPv4 */
+#define MAX_TREE 4096             /* processes in the server's tree that are summed */
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -122,14 +125,26 @@ struct options {
     unsigned depth;
     double duration;
     double warmup;
+    double measure_at;                 /* Unix time the window starts at; 0 = after --warmup */
     long pid;
     int idle;
     double hold;
     int batch;
 };
 
+/* One process of the server's tree: its identity (pid and start time, so a
+ * reused pid is not mistaken for it) and its CPU time so far. */
+struct proc_cpu {
+    long pid;
+    unsigned long long start;          /* field 22: start time, ticks after boot */
+    unsigned long long utime, stime;   /* fields 14, 15: clock ticks, all threads */
+};
+
+/* The server's process tree at one moment: --pid and every descendant. */
 struct cpu_sample {
-    unsigned long long utime, stime;  /* clock ticks */
+    int n;
+    int truncated;                     /* more than MAX_TREE processes */
+    struct proc_cpu *procs;            /* MAX_TREE entries */
 };
 
 static struct options opt = {
@@ -248,26 +263,187 @@ static const unsigned char *pattern_at(const struct conn *c, uint64_t offset)
     return g.pattern + (offset + c->phase_shift) % PATTERN_PERIOD;
 }
 
-/* ---- server CPU from /proc ---------------------------------------------- */
+/* ---- server CPU from /proc: the whole process tree --------------------- */
 
-static struct cpu_sample read_server_cpu(void)
+/* /proc/PID/stat of one process: 1 and its CPU, 0 if it is gone (it exited
+ * between being listed and being read), *ppid its parent. */
+static int read_proc_cpu(long pid, struct proc_cpu *out, long *ppid)
 {
     char path[64], buf[1024];
-    struct cpu_sample s = {0, 0};
-    snprintf(path, sizeof path, "/proc/%ld/stat", opt.pid);
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     FILE *f = fopen(path, "r");
-    if (!f)
-        fail("cannot read %s: %s (is the server pid right?)", path, strerror(errno));
+    if (!f) {
+        if (errno == ENOENT || errno == ESRCH)
+            return 0;
+        fail("cannot read %s: %s", path, strerror(errno));
+    }
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
+    if (n == 0)
+        return 0;   /* a process that is being torn down reads empty */
     buf[n] = '\0';
     /* comm (field 2) may contain spaces; the fields after it start after the
-     * last ')'.  Field 3 is the first token there; utime/stime are 14 and 15. */
+     * last ')'.  Field 3 is the first token there: the state, then ppid (4);
+     * utime/stime are 14 and 15, the start time 22. */
     char *p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                     &s.utime, &s.stime) != 2)
+    long parent;
+    out->pid = pid;
+    if (!p || sscanf(p + 1, " %*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                     "%*d %*d %*d %*d %*d %*d %llu", &parent, &out->utime, &out->stime,
+                     &out->start) != 4)
         fail("cannot parse %s", path);
-    return s;
+    if (ppid)
+        *ppid = parent;
+    return 1;
+}
+
+static void tree_add(struct cpu_sample *s, long pid)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->procs[i].pid == pid)
+            return;      /* listed twice while the tree changed: once is enough */
+    if (s->n == MAX_TREE) {
+        s->truncated = 1;
+        return;
+    }
+    struct proc_cpu *pc = &s->procs[s->n];
+    if (read_proc_cpu(pid, pc, NULL))
+        s->n++;
+}
+
+/* Whether the kernel has /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN). */
+static int have_children_files(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = access("/proc/thread-self/children", F_OK) == 0;
+    return known;
+}
+
+/* Add the children of every thread of s->procs[i] (/proc/PID/task/TID/children). */
+static void tree_add_children(struct cpu_sample *s, int i)
+{
+    char path[96];
+    long pid = s->procs[i].pid;
+    snprintf(path, sizeof path, "/proc/%ld/task", pid);
+    DIR *tasks = opendir(path);
+    if (!tasks)
+        return;          /* it exited meanwhile: its children are orphans now */
+    struct dirent *t;
+    while ((t = readdir(tasks)) != NULL) {
+        if (t->d_name[0] < '0' || t->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid,
+                 strtol(t->d_name, NULL, 10));
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;    /* the thread exited */
+        long child;
+        while (fscanf(f, "%ld", &child) == 1)
+            tree_add(s, child);
+        fclose(f);
+    }
+    closedir(tasks);
+}
+
+/* Fallback without children files: one pass over /proc for everyone's parent. */
+static void tree_by_scan(struct cpu_sample *s)
+{
+    static long (*pairs)[2];             /* (pid, ppid) of every process */
+    static size_t cap;
+    size_t n = 0;
+    DIR *proc = opendir("/proc");
+    if (!proc)
+        fail("cannot list /proc: %s", strerror(errno));
+    struct dirent *d;
+    while ((d = readdir(proc)) != NULL) {
+        if (d->d_name[0] < '0' || d->d_name[0] > '9')
+            continue;
+        struct proc_cpu pc;
+        long ppid;
+        if (!read_proc_cpu(strtol(d->d_name, NULL, 10), &pc, &ppid))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            pairs = realloc(pairs, cap * sizeof *pairs);
+            if (!pairs)
+                fail("out of memory listing /proc");
+        }
+        pairs[n][0] = pc.pid;
+        pairs[n][1] = ppid;
+        n++;
+    }
+    closedir(proc);
+    for (int i = 0; i < s->n; i++)       /* s->n grows as descendants are found */
+        for (size_t j = 0; j < n; j++)
+            if (pairs[j][1] == s->procs[i].pid)
+                tree_add(s, pairs[j][0]);
+}
+
+/* The server (--pid) and all its descendants, each with its CPU time so far. */
+static void read_server_cpu(struct cpu_sample *s)
+{
+    if (!s->procs) {
+        s->procs = calloc(MAX_TREE, sizeof *s->procs);
+        if (!s->procs)
+            fail("out of memory for the server's process tree");
+    }
+    s->n = 0;
+    s->truncated = 0;
+    if (!read_proc_cpu(opt.pid, &s->procs[0], NULL))
+        fail("cannot read /proc/%ld/stat: the server process is gone (is the pid right?)",
+             opt.pid);
+    s->n = 1;
+    if (!have_children_files()) {
+        tree_by_scan(s);
+        return;
+    }
+    for (int i = 0; i < s->n; i++)       /* breadth first; s->n grows */
+        tree_add_children(s, i);
+}
+
+/* The tree's CPU time over the window.  A process at both ends counts its
+ * difference; one that started during the window counts all its time (all of
+ * it is in the window); one that exited during the window is lost (counted in
+ * *exited): its CPU time is gone with it. */
+struct tree_cpu {
+    unsigned long long utime, stime;
+    int summed, started, exited, truncated;
+};
+
+static struct tree_cpu tree_cpu_delta(const struct cpu_sample *a, const struct cpu_sample *b)
+{
+    struct tree_cpu t = {0, 0, 0, 0, 0, a->truncated || b->truncated};
+    for (int j = 0; j < b->n; j++) {
+        const struct proc_cpu *q = &b->procs[j];
+        const struct proc_cpu *p = NULL;
+        for (int i = 0; i < a->n && !p; i++)
+            if (a->procs[i].pid == q->pid && a->procs[i].start == q->start)
+                p = &a->procs[i];
+        if (p) {
+            t.utime += q->utime >= p->utime ? q->utime - p->utime : 0;
+            t.stime += q->stime >= p->stime ? q->stime - p->stime : 0;
+        } else {
+            t.utime += q->utime;
+            t.stime += q->stime;
+            t.started++;
+        }
+        t.summed++;
+    }
+    for (int i = 0; i < a->n; i++) {
+        int found = 0;
+        for (int j = 0; j < b->n && !found; j++)
+            found = a->procs[i].pid == b->procs[j].pid && a->procs[i].start == b->procs[j].start;
+        t.exited += !found;
+    }
+    return t;
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static double self_cpu_s(void)
@@ -527,6 +703,8 @@ static void check_stalls(uint64_t window_start, uint64_t window_end)
  * time read at the window's edges. */
 struct window {
     uint64_t t0, t1;
+    double unix0;                      /* wall-clock time of t0 */
+    double late_s;                     /* --measure-at: how late the window started */
     struct cpu_sample cpu0, cpu1;
     double self0, self1;
 };
@@ -548,19 +726,27 @@ static void warm_up_and_measure(uint64_t start, struct window *w, void (*tick)(u
                                 uint64_t tick_ns)
 {
     uint64_t measure_at = start + (uint64_t)(opt.warmup * 1e9);
+    if (opt.measure_at > 0) {
+        /* The same wall-clock moment for several load generators: their windows line up. */
+        double ahead_s = opt.measure_at - unix_now();
+        uint64_t now = now_ns();
+        measure_at = ahead_s > 0 ? now + (uint64_t)(ahead_s * 1e9) : now;
+        w->late_s = ahead_s < 0 ? -ahead_s : 0.0;
+    }
     uint64_t end_at = measure_at + (uint64_t)(opt.duration * 1e9);
     g.phase = WARMUP;
     poll_until(measure_at, tick, tick_ns);
 
     g.phase = MEASURE;
     if (opt.pid)
-        w->cpu0 = read_server_cpu();
+        read_server_cpu(&w->cpu0);
     w->self0 = self_cpu_s();
     w->t0 = now_ns();
+    w->unix0 = unix_now();
     poll_until(end_at, tick, tick_ns);
     w->t1 = now_ns();
     if (opt.pid)
-        w->cpu1 = read_server_cpu();
+        read_server_cpu(&w->cpu1);
     w->self1 = self_cpu_s();
 }
 
@@ -569,20 +755,27 @@ static double window_s(const struct window *w)
     return (double)(w->t1 - w->t0) / 1e9;
 }
 
-/* The server's CPU time over the window per `unit` (msg, conn), as JSON fields. */
+/* The server's CPU time over the window per `unit` (msg, conn), as JSON
+ * fields, summed over its process tree; and where the window was in time. */
 static void print_server_cpu(const struct window *w, const char *unit, double count)
 {
+    printf(", \"window_start_unix\": %.6f, \"window_late_s\": %.6f", w->unix0, w->late_s);
     if (opt.pid) {
+        struct tree_cpu t = tree_cpu_delta(&w->cpu0, &w->cpu1);
         double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-        double user_us = (double)(w->cpu1.utime - w->cpu0.utime) * tick_us;
-        double sys_us = (double)(w->cpu1.stime - w->cpu0.stime) * tick_us;
+        double user_us = (double)t.utime * tick_us;
+        double sys_us = (double)t.stime * tick_us;
         printf(", \"server_pid\": %ld, \"server_user_us_per_%s\": %.4f, "
-               "\"server_sys_us_per_%s\": %.4f, \"server_cpu_util\": %.3f",
+               "\"server_sys_us_per_%s\": %.4f, \"server_cpu_util\": %.3f, "
+               "\"server_processes\": %d, \"server_processes_started\": %d, "
+               "\"server_processes_exited\": %d, \"server_processes_truncated\": %s",
                opt.pid, unit, user_us / count, unit, sys_us / count,
-               (user_us + sys_us) / 1e6 / window_s(w));
+               (user_us + sys_us) / 1e6 / window_s(w), t.summed, t.started, t.exited,
+               t.truncated ? "true" : "false");
     } else {
         printf(", \"server_pid\": null, \"server_user_us_per_%s\": null, "
-               "\"server_sys_us_per_%s\": null, \"server_cpu_util\": null", unit, unit);
+               "\"server_sys_us_per_%s\": null, \"server_cpu_util\": null, "
+               "\"server_processes\": null", unit, unit);
     }
 }
 
@@ -1122,7 +1315,10 @@ static void usage(FILE *f)
           "  --depth K        messages in flight per connection (default 1)\n"
           "  --duration S     measured window, seconds (default 5)\n"
           "  --warmup S       warm-up before the window, seconds (default 1)\n"
-          "  --pid PID        server pid: report its CPU time per message\n"
+          "  --pid PID        server pid: report the CPU time of it and all its\n"
+          "                   descendants (worker processes) per message\n"
+          "  --measure-at T   start the measured window at Unix time T (seconds) instead\n"
+          "                   of after --warmup: several load generators' windows line up\n"
           "  --idle           open N connections, report, hold them\n"
           "  --hold S         idle: hold S seconds (default: until stdin closes)\n"
           "  --batch N        connections set up at a time (default 64)\n"
@@ -1163,6 +1359,7 @@ static void parse_args(int argc, char **argv)
         {"batch", required_argument, 0, 'b'},    {"help", no_argument, 0, 'h'},
         {"churn", no_argument, 0, 'C'},          {"src-addrs", required_argument, 0, 'S'},
         {"udp", required_argument, 0, 'U'},      {"loss-timeout", required_argument, 0, 'L'},
+        {"measure-at", required_argument, 0, 'M'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -1183,6 +1380,7 @@ static void parse_args(int argc, char **argv)
         case 'S': opt.src_addrs = (int)parse_long("--src-addrs", optarg, 1); break;
         case 'U': opt.udp = optarg; break;
         case 'L': opt.loss_timeout_ms = parse_double("--loss-timeout", optarg, 1.0); break;
+        case 'M': opt.measure_at = parse_double("--measure-at", optarg, 1.0); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }

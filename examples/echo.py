@@ -20,7 +20,7 @@ import gnetpy  # noqa: E402
 
 class Echo(gnetpy.EventHandler):
     def on_boot(self, engine: gnetpy.Engine) -> None:
-        logging.getLogger("echo").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
+        logging.getLogger("echo").info("echo server on %s", engine.addrs)
 
     def on_traffic(self, c: gnetpy.Conn) -> None:
         c.write(c.next())  # returning nothing means Action.NONE
@@ -29,15 +29,22 @@ class Echo(gnetpy.EventHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="gnetpy echo server")
     parser.add_argument("--addr", default="tcp://127.0.0.1:9000", help="tcp://host:port or unix:///path")
-    parser.add_argument("--loops", type=int, default=1, help="event loops (threads); 0 = one per CPU")
+    parser.add_argument("--loops", type=int, default=1, help="event loops; 0 = one per CPU")
     parser.add_argument("--lb", default="round-robin",
                         help="round-robin | least-connections | source-addr-hash")
     parser.add_argument("--reuse-port", action="store_true", help="every loop accepts on its own listener")
     parser.add_argument("--edge-triggered", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--processes", dest="processes", action="store_const", const=True,
+                      help="loops in worker processes (the default with several loops on a GIL build)")
+    mode.add_argument("--threads", dest="processes", action="store_const", const=False,
+                      help="loops in threads of one process")
+    parser.add_argument("--cpu-affinity", action="store_true", help="pin loop/worker i to the i-th CPU")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     gnetpy.run(Echo(), args.addr, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
-               reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+               reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered,
+               processes=args.processes, cpu_affinity=args.cpu_affinity)
     return 0
 
 

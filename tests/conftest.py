@@ -7,6 +7,7 @@ its threads joined) even when the test fails; every wait here has a timeout.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import socket
 import threading
@@ -136,6 +137,35 @@ def exchange(addr: Any, payloads: list[list[bytes]], timeout: float = 60.0) -> l
         sel.close()
 
 
+MiB = 1 << 20
+ECHO_CLIENTS = 10
+
+
+def random_payloads(rng: random.Random) -> list[bytes]:
+    """1 byte, 1 MiB, and a log-uniform spread between, in random order."""
+    sizes = [1, MiB] + [int(2 ** rng.uniform(0, 20)) for _ in range(3)]
+    rng.shuffle(sizes)
+    return [rng.randbytes(size) for size in sizes]
+
+
+class WriteEcho(gnetpy.EventHandler):
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        c.write(c.next())
+
+
+def run_echo(serve: Any, handler: gnetpy.EventHandler, addr: str, seed: int, **options: Any) -> None:
+    """ECHO_CLIENTS concurrent clients send random payloads (1 B to 1 MiB); every byte must come back in order."""
+    rng = random.Random(seed)
+    payloads = [random_payloads(rng) for _ in range(ECHO_CLIENTS)]
+    engine = serve(handler, addr, **options)
+    received = exchange(engine.addrs[0], payloads)
+    for i, (sent, got) in enumerate(zip(payloads, received)):
+        expected = b"".join(sent)
+        if got != expected:
+            first_bad = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+            pytest.fail(f"client {i}: echo differs at byte {first_bad} ({len(got)} received, {len(expected)} sent)")
+
+
 class Recorder(gnetpy.EventHandler):
     """An echo handler that records what happened, for assertions."""
 
@@ -180,11 +210,24 @@ def gnetpy_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("gnetpy")]
 
 
+def child_processes() -> list[int]:
+    """This process's children (worker processes, subprocesses), exited-but-unreaped ones included."""
+    pids: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids.extend(int(pid) for pid in f.read().split())
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return pids
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Every test must leave no gnetpy thread running."""
+def no_leaked_threads_or_processes() -> Iterator[None]:
+    """Every test must leave no gnetpy thread and no child process behind."""
     yield
     wait_for(lambda: not gnetpy_threads(), timeout=WAIT)
+    wait_for(lambda: not child_processes(), timeout=WAIT)
 
 
 # -- pollers, socket pairs, wakers (the poller, waker and task-queue tests) ------------------

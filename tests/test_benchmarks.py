@@ -6,7 +6,10 @@ bounded, and every process is stopped by the harness's Processes() context.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, scaling  # noqa: E402
 
 TINY_RUN = ["--reps", "1", "--duration", "0.5", "--warmup", "0.2",
             "--workloads", "W1,W5", "--idle-conns", "200"]
@@ -99,7 +102,9 @@ def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.Captur
     results, printed = run_harness(tmp_path, "floor,c", capsys)
     check_results(results, printed, ["c", "floor"])  # the fixed interleaving order
     assert "floor" not in harness.DEFAULT_SERVERS
-    assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - {"floor"}
+    assert set(harness.ON_REQUEST) == {"floor", "gnetpy-threads2", "gnetpy-procs1", "gnetpy-procs2",
+                                       "gnetpy-procs2-rp"}
+    assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - set(harness.ON_REQUEST)
     assert harness.parse_args([]).servers == ["gnetpy", "asyncio", "uvloop", "c"]
 
 
@@ -595,3 +600,308 @@ def test_harness_udp_gnetpy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["skipped_workloads"] == {}
     check_udp_report(results["runs"][0], sockets=50)
+
+
+# ---- multi-process servers: CPU over the process tree, worker processes, scaling ----
+
+STOP_WAIT_S = 10
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (dead, waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def assert_all_gone(pids: list[int], timeout: float = STOP_WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, f"processes still running: {left}"
+
+
+@pytest.fixture
+def no_strays() -> Iterator[None]:
+    """After the test: no process of the test's own left running."""
+    yield
+    assert_all_gone(harness.process_tree(os.getpid())[1:])
+
+
+def proc_cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# A server whose CPU is mostly not its own: a parent echoing with threads; a
+# child spinning through the whole window, with a sleeping grandchild; a child
+# that exits in the middle of the window (its CPU is lost: reported as exited);
+# a child forked in the middle of the window that spins (all of its CPU is in
+# the window: reported as started).  Everything ends by itself at T + 3 s.
+FORKING_SERVER = r"""
+import os, socket, sys, threading, time
+port, t = int(sys.argv[1]), float(sys.argv[2])
+
+def spin(until):
+    while time.time() < until:
+        pass
+
+def child(fn):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        finally:
+            os._exit(0)
+    return pid
+
+def reap():
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(0.02)
+
+srv = socket.create_server(("127.0.0.1", port))
+child(lambda: (child(lambda: time.sleep(max(0, t + 3 - time.time()))), spin(t + 3)))
+child(lambda: time.sleep(max(0, t + 0.4 - time.time())))
+threading.Timer(max(0, t + 0.3 - time.time()), lambda: child(lambda: spin(t + 3))).start()
+threading.Thread(target=reap, daemon=True).start()
+
+def serve(c):
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+
+while time.time() < t + 3:
+    srv.settimeout(t + 3 - time.time())
+    try:
+        c, _ = srv.accept()
+    except TimeoutError:
+        break
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def test_loadgen_counts_cpu_of_the_whole_process_tree(loadgen: Path, tmp_path: Path, no_strays: None) -> None:
+    addr = harness.free_tcp_addr()
+    port = int(addr.rpartition(":")[2])
+    window_at = time.time() + 1.0
+    argv = [sys.executable, "-c", FORKING_SERVER, str(port), f"{window_at:.6f}"]
+    with harness.Processes() as procs:
+        srv = harness.start_server(procs, "forking", argv, addr, tmp_path, None)
+        harness.wait_for_processes(srv, 4)   # parent, two children, a grandchild
+        tree = harness.process_tree(srv.proc.pid)
+        assert tree[0] == srv.proc.pid and len(tree) == 4
+        parent_before = proc_cpu_s(srv.proc.pid)
+        out = loadgen_run(loadgen, "--tcp", f"127.0.0.1:{port}", "--conns", "1", "--duration", "1.0",
+                          "--measure-at", f"{window_at:.6f}", "--pid", str(srv.proc.pid))
+        parent_cpu = proc_cpu_s(srv.proc.pid) - parent_before
+        tree += harness.process_tree(srv.proc.pid)
+        procs.stop(srv.proc)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["window_late_s"] == 0 and abs(report["window_start_unix"] - window_at) < 0.05
+    # Summed: the parent, the spinning child, its grandchild and the child started in the window.
+    assert report["server_processes"] == 4
+    assert report["server_processes_started"] == 1 and report["server_processes_exited"] == 1
+    assert report["server_processes_truncated"] is False
+    tree_cpu = report["server_cpu_util"] * report["duration_s"]
+    # The spinning children's CPU is in the figure, not just the parent's.
+    assert tree_cpu >= parent_cpu + 0.4, (tree_cpu, parent_cpu)
+    assert_all_gone(tree)
+
+
+def socket_fds(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
+def wait_for_line(server: harness.RunningServer, prefix: str) -> str:
+    deadline = time.monotonic() + harness.READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        server.check_alive("before printing its address")
+        for line in server.output().splitlines():
+            if line.startswith(prefix):
+                return line
+        time.sleep(0.02)
+    pytest.fail(f"no line starting {prefix!r}; output:\n{server.output()}")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_asyncio_echo_workers_share_a_port_and_stop_with_the_parent(
+        loop: str, tmp_path: Path, no_strays: None) -> None:
+    if loop == "uvloop" and harness._uvloop_missing():
+        pytest.skip("uvloop is not importable")
+    argv = [sys.executable, str(harness.ASYNCIO_ECHO), "--addr", "tcp://127.0.0.1:0", "--workers", "2",
+            "--reuse-port", *(["--uvloop"] if loop == "uvloop" else [])]
+    log = tmp_path / "server.log"
+    with harness.Processes() as procs:
+        with open(log, "wb") as out:
+            proc = procs.spawn(argv, None, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        server = harness.RunningServer(loop, proc, "", log)
+        line = wait_for_line(server, "asyncio echo on tcp://127.0.0.1:")
+        assert f"(2 worker processes, reuse_port, {loop})" in line
+        port = int(line.split()[3].rpartition(":")[2])   # port 0: both workers got the same real port
+        assert harness.wait_for_processes(server, 3) == 3
+        workers = harness.process_tree(proc.pid)[1:]
+        assert scaling.count_listeners(port) == 2   # one SO_REUSEPORT listener per worker
+        before = {w: socket_fds(w) for w in workers}
+        clients = []
+        try:
+            for i in range(32):   # 32 source ports: the kernel's hash gives both workers some
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                clients.append(c)
+                c.sendall(b"ping %d" % i)
+                assert c.recv(64) == b"ping %d" % i
+            gained = {w: socket_fds(w) - before[w] for w in workers}
+            assert sum(gained.values()) == 32 and all(n > 0 for n in gained.values()), gained
+        finally:
+            for c in clients:
+                c.close()
+        os.kill(proc.pid, signal.SIGTERM)   # the parent alone: it forwards SIGTERM to its workers
+        assert proc.wait(STOP_WAIT_S) == 0, server.output()
+        assert_all_gone(workers, timeout=0.5)   # stopped and reaped by the parent before it exited
+
+
+def test_asyncio_echo_parent_stops_when_a_worker_dies(tmp_path: Path, no_strays: None) -> None:
+    addr = harness.free_tcp_addr()
+    argv = [sys.executable, str(harness.ASYNCIO_ECHO), "--addr", addr, "--workers", "2", "--reuse-port"]
+    with harness.Processes() as procs:
+        server = harness.start_server(procs, "asyncio-workers", argv, addr, tmp_path, None)
+        harness.wait_for_processes(server, 3)
+        workers = harness.process_tree(server.proc.pid)[1:]
+        os.kill(workers[0], signal.SIGKILL)
+        assert server.proc.wait(STOP_WAIT_S) == 1
+        assert "exited (killed by SIGKILL); stopping the others" in server.output()
+        assert_all_gone(workers, timeout=0.5)
+
+
+def test_harness_measures_a_multi_process_server(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, no_strays: None) -> None:
+    """CPU (W1) and memory (W5) of a parent and its workers, summed; the run waits for the workers."""
+    monkeypatch.setitem(harness.SERVERS, "asyncio-workers2", harness.Server(
+        "asyncio-workers2",
+        lambda addr: [sys.executable, str(harness.ASYNCIO_ECHO), "--addr", addr, "--workers", "2",
+                      "--reuse-port"],
+        lambda: None, workers=2))
+    results, _ = run_harness(tmp_path, "asyncio-workers2", capsys)
+    by_key = {r["workload"]: r for r in results["runs"]}
+    assert by_key["W1"]["server_processes"] == 3 and by_key["W1"]["server_processes_exited"] == 0
+    assert by_key["W5"]["server_processes"] == 3 and by_key["W5"]["kib_per_conn"] > 0
+
+
+def test_server_rejecting_its_flags_is_skipped_with_its_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Like a gnetpy variant whose flags examples/echo.py does not have yet.
+    monkeypatch.setitem(harness.SERVERS, "too-new", harness.Server(
+        "too-new", lambda addr: [sys.executable, str(harness.ASYNCIO_ECHO), "--addr", addr, "--no-such-flag"],
+        lambda: None))
+    rc = harness.main(["--reps", "1", "--workloads", "W5,W1", "--idle-conns", "20", "--duration", "0.3",
+                       "--warmup", "0.1", "--servers", "c,too-new", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    why = "unrecognized arguments: --no-such-flag"
+    assert "SKIPPING too-new: it does not accept its command line" in out.err and why in out.err
+    assert out.err.count("SKIPPING too-new") == 1   # tried once, not again in W1
+    assert "SKIPPED too-new: it does not accept its command line (python benchmarks/servers/" in out.out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert why in results["skipped"]["too-new"] and results["config"]["servers"] == ["c"]
+    assert {r["server"] for r in results["runs"]} == {"c"}
+    # A server that fails for another reason still stops the run (see the tests above).
+    assert harness.usage_error(1, "usage: x\nx: error: boom") is None
+    assert harness.usage_error(2, "Traceback ...\nValueError: bad") is None
+
+
+@pytest.mark.skipif(not harness.GNETPY_ECHO.exists(), reason="examples/echo.py does not exist yet")
+def test_gnetpy_variants_run_or_are_skipped_with_the_examples_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_strays: None) -> None:
+    names = list(harness.GNETPY_VARIANTS)
+    rc = harness.main(["--reps", "1", "--workloads", "W6", "--duration", "0.3", "--warmup", "0.1",
+                       "--servers", ",".join(names), "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    results = json.loads((tmp_path / "results.json").read_text()) if rc == 0 else {"runs": [], "skipped": {}}
+    assert rc == 0 or "none of the requested servers can run here" in out.err, out.err
+    ran = {r["server"]: r for r in results["runs"]}
+    for name in names:
+        if name in ran:   # the example has the flags: each worker's CPU is in the figure
+            check_churn_report(ran[name], clients=50)
+            assert ran[name]["server_processes"] == 1 + harness.SERVERS[name].workers
+        else:
+            assert f"SKIPPING {name}: it does not accept its command line" in out.err
+            assert "unrecognized arguments" in out.err
+
+
+# ---- the scaling run ----------------------------------------------------------
+
+
+def test_scaling_plans_cpus_workers_and_connections() -> None:
+    lay = scaling.plan_cpus(range(16), None, None)
+    assert lay.server_cpus == list(range(8)) and lay.loadgen_cpus == list(range(8, 16))
+    assert scaling.plan_cpus([0, 1], None, None) == scaling.Layout([0], [1])
+    assert scaling.plan_cpus(range(16), 4, 6) == scaling.Layout(list(range(6)), [12, 13, 14, 15])
+    with pytest.raises(harness.HarnessError, match="needs a CPU for the server"):
+        scaling.plan_cpus([0, 1], 2, None)
+    with pytest.raises(harness.HarnessError, match="only 1 CPU"):
+        scaling.plan_cpus([0, 1], 1, 2)
+    assert scaling.default_ks(8) == [1, 2, 4, 8] and scaling.default_ks(6) == [1, 2, 4, 6]
+    assert scaling.default_ks(1) == [1]
+    assert scaling.split_conns(50, 8) == [7, 7, 6, 6, 6, 6, 6, 6] and scaling.split_conns(10, 16) == [1] * 10
+    assert scaling.default_servers()[:2] == ["gnetpy-procs", "gnetpy-procs-rp"]
+    assert scaling.default_servers()[2] == ("asyncio" if harness._uvloop_missing() else "uvloop")
+    cfg = scaling.parse_args(["--loadgen-cpus", "1", "--k", "1"])
+    assert cfg.ks == [1] and cfg.layout.server_cpus == sorted(os.sched_getaffinity(0))[:1]
+    assert (cfg.duration, cfg.warmup, cfg.reps, cfg.workloads) == (3.0, 1.0, 1, ["W1", "W2", "W4"])
+    with pytest.raises(SystemExit):
+        scaling.parse_args(["--k", "1,999"])   # more workers than server CPUs
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a server CPU and a load generator CPU")
+def test_scaling_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_strays: None) -> None:
+    rc = harness.main(["--scaling", "--max-workers", "1", "--loadgen-cpus", "1", "--duration", "0.5",
+                       "--warmup", "0.2", "--workloads", "W1", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    results = json.loads((tmp_path / "scaling.json").read_text())
+    ran = results["config"]["servers"]
+    comparison = "asyncio" if harness._uvloop_missing() else "uvloop"
+    assert comparison in ran and results["config"]["ks"] == [1]
+    for srv in ("gnetpy-procs", "gnetpy-procs-rp"):   # run, or skipped with the example's error
+        assert srv in ran or "does not accept its command line" in results["skipped"][srv]
+    assert {(r["server"], r["workload"], r["k"]) for r in results["runs"]} == {(s, "W1", 1) for s in ran}
+    for run in results["runs"]:
+        assert run["msgs_per_s"] > 0 and run["loadgens"] == 1 and run["server_processes"] == 2
+        assert 0 < run["server_cpu_util"] <= 1.2 and run["window_late_s_max"] == 0
+    point = results["summary"]["W1"][comparison]["1"]
+    assert point["linear_fraction"] == 1.0 and point["speedup"] == 1.0
+    machine = results["machine"]
+    assert machine["cpu_model"] and machine["cpu_count"] >= 2 and machine["kernel"] and machine["python"]
+    assert machine["pinning"] == {"server_cpus": results["layout"]["server_cpus"],
+                                  "loadgen_cpus": results["layout"]["loadgen_cpus"]}
+    assert f"W1        {comparison}" in out.out and "of linear" in out.out
+    assert f"| W1 | {comparison} | 1 |" in (tmp_path / "scaling.md").read_text()
+    assert (tmp_path / "scaling.png").exists() or "No chart: matplotlib" in out.err
+
+
+def test_scaling_chart_skipped_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    why_not = scaling.write_chart(tmp_path / "scaling.png", {"summary": {}})
+    assert why_not and "matplotlib is not importable" in why_not
+
+
+def test_bench_cli_dispatches_scaling(capsys: pytest.CaptureFixture[str]) -> None:
+    from gnetpy import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--scaling", "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "gnetpy bench --scaling" in help_text
+    for option in ("--max-workers", "--loadgen-cpus", "--k", "--duration", "--reps", "--workloads", "--out"):
+        assert option in help_text

@@ -148,7 +148,7 @@ def test_bad_arguments() -> None:
 
 
 def test_options_object(serve: Any) -> None:
-    opts = gnetpy.Options(num_event_loop=2, lb="least-connections")
+    opts = gnetpy.Options(num_event_loop=2, lb="least-connections", processes=False)
     engine = serve(Recorder(), options=opts, reuse_addr=True)
     assert len(engine.event_loops) == 2
 
@@ -170,7 +170,7 @@ class Ticker(gnetpy.EventHandler):
 
 def test_ticker_runs_on_loop_zero_first_at_start(serve: Any) -> None:
     handler = Ticker([0.01] * 5)
-    serve(handler, ticker=True, num_event_loop=3)
+    serve(handler, ticker=True, num_event_loop=3, processes=False)
     wait_for(lambda: len(handler.ticks) >= 5)
     assert set(handler.ticks) == {"gnetpy-loop-0"}
 
@@ -412,3 +412,49 @@ def test_a_second_signal_during_the_stop_stops_at_once_and_exits_non_zero(tmp_pa
     assert proc.returncode == code, err
     assert out.split() == ["shutdown"]  # on_shutdown ran; run() did not return normally
     assert "received again" in err and "bytes unsent" in err
+
+
+# -- per-loop hooks in thread mode -----------------------------------------------------------------
+
+
+def test_on_worker_start_and_stop_run_on_each_loop_thread(serve: Any) -> None:
+    seen: list[tuple[str, int, str]] = []
+
+    class Hooks(gnetpy.EventHandler):
+        def on_worker_start(self, loop_index: int) -> None:
+            seen.append(("start", loop_index, threading.current_thread().name))
+
+        def on_worker_stop(self, loop_index: int) -> None:
+            seen.append(("stop", loop_index, threading.current_thread().name))
+
+    engine = serve(Hooks(), num_event_loop=2, processes=False)
+    assert sorted(seen) == [("start", 0, "gnetpy-loop-0"), ("start", 1, "gnetpy-loop-1")]  # before start() returned
+    engine.stop()
+    assert sorted(e for e in seen if e[0] == "stop") == [("stop", 0, "gnetpy-loop-0"), ("stop", 1, "gnetpy-loop-1")]
+
+
+def test_on_worker_start_failing_in_a_thread_makes_start_raise_and_releases_everything(tmp_path: Any) -> None:
+    class Broken(gnetpy.EventHandler):
+        def on_worker_start(self, loop_index: int) -> None:
+            if loop_index == 1:
+                raise LookupError("no config for loop 1")
+
+    fds = open_fds()
+    with pytest.raises(LookupError, match="no config for loop 1"):
+        gnetpy.start(Broken(), ["tcp://127.0.0.1:0", f"unix://{tmp_path}/w.sock"], num_event_loop=2, processes=False)
+    wait_for(lambda: not gnetpy_threads())
+    assert open_fds() == fds
+    assert not (tmp_path / "w.sock").exists()
+
+
+def test_cpu_affinity_pins_loop_thread_i_to_the_ith_allowed_cpu(serve: Any) -> None:
+    pinned: dict[int, set[int]] = {}
+
+    class Where(gnetpy.EventHandler):
+        def on_worker_start(self, loop_index: int) -> None:
+            pinned[loop_index] = os.sched_getaffinity(0)
+
+    allowed = sorted(os.sched_getaffinity(0))
+    serve(Where(), num_event_loop=2, processes=False, cpu_affinity=True)
+    assert pinned == {0: {allowed[0]}, 1: {allowed[1 % len(allowed)]}}
+    assert os.sched_getaffinity(0) == set(allowed)  # the caller's thread is left alone

@@ -14,7 +14,7 @@ from conftest import WAIT, Recorder, recv_exact, wait_for
 
 def test_enroll_from_another_thread_serves_the_socket(serve: Any) -> None:
     handler = Recorder()
-    engine = serve(handler, num_event_loop=2)
+    engine = serve(handler, num_event_loop=2, processes=False)
     ours, theirs = socket.socketpair()
     theirs.settimeout(WAIT)
     loop = engine.event_loops[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -149,18 +150,31 @@ def test_bad_lb_lists_the_balancers() -> None:
         assert member.name in str(info.value)
 
 
-def test_processes_true_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(ValueError) as info:
-        Options(processes=True)
-    message = str(info.value)
-    assert message.startswith("processes=True")
-    assert "not available" in message
-    assert "processes=None or False" in message
-
-
-def test_processes_none_and_false_are_accepted() -> None:
+def test_processes_none_false_and_true_are_accepted() -> None:
     assert Options(processes=None).processes is None
     assert Options(processes=False).processes is False
+    assert Options(processes=True).processes is True
+
+
+GIL, FREE_THREADED = (lambda: True), (lambda: False)
+
+
+@pytest.mark.parametrize("options, gil_enabled, processes", [
+    (dict(), GIL, False),                                    # one loop: nothing to spread
+    (dict(num_event_loop=2), GIL, True),                     # several loops, a GIL: a process each
+    (dict(num_event_loop=2), FREE_THREADED, False),          # a free-threaded build runs threads in parallel
+    (dict(multicore=True, num_event_loop=4), GIL, True),
+    (dict(num_event_loop=4, processes=False), GIL, False),   # forced: one shared memory (chat rooms)
+    (dict(processes=True), GIL, True),                       # forced: one worker process
+    (dict(num_event_loop=2, processes=True), FREE_THREADED, True),
+])
+def test_threads_or_processes(options: dict[str, Any], gil_enabled: Any, processes: bool) -> None:
+    assert Options(**options).use_processes(gil_enabled) is processes
+
+
+def test_the_default_decision_reads_the_interpreter() -> None:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert Options(num_event_loop=2).use_processes() is gil
 
 
 @pytest.mark.parametrize("spelling, member", [("least-connections", LoadBalancing.LEAST_CONNECTIONS),
@@ -214,7 +228,8 @@ def test_build_refuses_something_that_is_not_options() -> None:
 
 
 def test_start_accepts_options_and_overrides(serve: Any) -> None:
-    engine = serve(gnetpy.EventHandler(), "tcp://127.0.0.1:0", options=Options(num_event_loop=3), num_event_loop=2)
+    engine = serve(gnetpy.EventHandler(), "tcp://127.0.0.1:0", options=Options(num_event_loop=3, processes=False),
+                   num_event_loop=2)
     assert len(engine.event_loops) == 2
 
 
@@ -224,7 +239,7 @@ def test_start_accepts_options_and_overrides(serve: Any) -> None:
 @pytest.mark.parametrize("kwargs, error", [
     (dict(bogus=1), TypeError),
     (dict(num_event_loop=-1), ValueError),
-    (dict(processes=True), ValueError),
+    (dict(processes="yes"), ValueError),
     (dict(tcp_keepalive=float("nan")), ValueError),
 ])
 def test_start_with_a_bad_option_leaves_no_thread_or_fd(kwargs: dict[str, Any], error: type) -> None:

@@ -23,7 +23,7 @@ from .serve import serve_forever
 
 class Echo(EventHandler):
     def on_boot(self, engine: Engine) -> None:
-        logging.getLogger("gnetpy").info("echo server on %s (%d loops)", engine.addrs, len(engine.event_loops))
+        logging.getLogger("gnetpy").info("echo server on %s", engine.addrs)
 
     def on_traffic(self, c: Conn) -> None:
         c.write(c.next())
@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="load balancer across loops (default round-robin)")
     echo.add_argument("--reuse-port", action="store_true", help="every loop accepts on its own listener")
     echo.add_argument("--edge-triggered", action="store_true", help="EPOLLET with a per-iteration budget")
+    mode = echo.add_mutually_exclusive_group()
+    mode.add_argument("--processes", dest="processes", action="store_const", const=True,
+                      help="loops in worker processes (the default with several loops on a GIL build)")
+    mode.add_argument("--threads", dest="processes", action="store_const", const=False,
+                      help="loops in threads of one process")
+    echo.add_argument("--cpu-affinity", action="store_true", help="pin loop/worker i to the i-th CPU")
     echo.add_argument("--log-level", default="INFO")
     bench = commands.add_parser("bench", help="run the benchmark suite (source checkout only)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to benchmarks/harness.py (try --help)")
@@ -60,7 +66,8 @@ def _echo(args: Any) -> int:
 
     try:
         serve_forever(Echo(), addrs, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
-                      reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered)
+                      reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered,
+                      processes=args.processes, cpu_affinity=args.cpu_affinity)
     except (GnetError, OSError, ValueError) as exc:
         print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
         return 2

@@ -27,14 +27,17 @@ import resource
 import socket
 import threading
 import time
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from .address import Address, AddrInfo, parse_address
 from .eventloop import EventLoop
 from .handler import Action, EventHandler
+from .counters import SharedCounterTable
 from .lb import new_balancer
-from .listener import Listener
+from .inherit import forget_inherited
+from .listener import Listener, PortHolder
 from .options import Options
+from .workers import START_TIMEOUT, WorkerProcess, WorkerSpec, pick_available
 
 # Used when stop() is given no timeout: long enough to flush any reasonable
 # backlog to a live peer, short enough that a dead one cannot hold a
@@ -55,6 +58,9 @@ class LoopHandle(Protocol):
     def shutdown(self, deadline: float) -> None: ...
     def join(self, timeout: float | None) -> bool: ...
     def release(self) -> None: ...
+    def wait_ready(self, timeout: float) -> None: ...
+    def abort(self, timeout: float) -> None: ...
+    def kill(self) -> bool: ...
     def runs_on(self, thread: threading.Thread) -> bool: ...
     def running_callback(self) -> str: ...
     def count_connections(self) -> int: ...
@@ -76,8 +82,12 @@ class Engine:
         self._listeners: list[Listener] = []
         self._primary: list[Listener] = []  # one per address, in the order given
         self._addrs: list[AddrInfo] = []  # kept: still reported after the listeners close
-        self._loops: list[EventLoop] = []
-        self._main_reactor: EventLoop | None = None  # accepts and hands over, in main-reactor mode
+        self._processes = opts.use_processes()
+        self._holders: list[PortHolder] = []  # process mode, reuse_port: the ports the workers bind
+        self._own_addresses: list[Address] = []  # what each worker binds itself then
+        self._loops: list[LoopHandle] = []
+        # Accepts and hands over in main-reactor mode; in process mode, also supervises the workers.
+        self._main_reactor: EventLoop | None = None
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
         self._stop_requested = False
         self._deadline = 0.0  # of the stop under way
@@ -110,7 +120,8 @@ class Engine:
 
     @property
     def event_loops(self) -> list[EventLoop]:
-        return list(self._loops)
+        """The event loops of this process (thread mode); in process mode they live in the workers."""
+        return [loop for loop in self._loops if isinstance(loop, EventLoop)]
 
     def count_connections(self) -> int:
         return sum(loop.count_connections() for loop in self._loops)
@@ -183,31 +194,62 @@ class Engine:
             self._booted.set()
 
     def _boot_loops(self) -> None:
+        """Bind, build, ``on_boot``, start -- in thread mode; process mode starts the workers before on_boot.
+
+        ``on_boot`` means "ready": in thread mode the listeners are bound and
+        listening (connections wait in the backlog until the loops run); in
+        process mode with ``reuse_port`` nothing listens until the workers do,
+        so the workers are started -- forked -- first, and ``on_boot`` runs once
+        they serve.  Either way it runs once, in this process.
+        """
         try:
             try:
                 self._bind_all()
                 self._build_loops()
             except OSError as exc:
                 raise _out_of_descriptors(exc, self._opts.event_loop_count(), len(self._addresses)) from None
+            if self._processes:
+                self._start_loops()
             action = self._handler.on_boot(self)
             if action is not None and action.__class__ is not Action:
                 raise TypeError(f"on_boot returned {action!r}; expected None or a gnetpy.Action")
+            if action == Action.SHUTDOWN:
+                self._stop_requested = True
+                self._release()
+                return
+            if not self._processes:
+                self._start_loops()
         except BaseException:
             self._release()
             raise
-        if action == Action.SHUTDOWN:
-            self._stop_requested = True
-            self._release()
-            return
+        self._started = True
+        count = len(self._loops)
+        where = (f"{count} worker process{'es' if count > 1 else ''}" if self._processes
+                 else f"{count} thread{'s' if count > 1 else ''}")
+        self._logger.info("gnetpy: serving %s with %d event loop%s in %s", ", ".join(map(str, self._addrs)),
+                          count, "s" if count > 1 else "", where)
+
+    def _start_loops(self) -> None:
+        """Start every loop (thread mode) or fork every worker, then wait until all serve."""
         for loop in self._loops:
             loop.start()
-        if self._main_reactor is not None:
+        for loop in self._loops:
+            loop.wait_ready(START_TIMEOUT)
+        if self._main_reactor is not None:  # last: forks must not happen while a gnetpy thread runs
             self._main_reactor.start()
-        self._started = True
+            self._main_reactor.wait_ready(START_TIMEOUT)
 
     def _bind_all(self) -> None:
         count = self._opts.event_loop_count()
         for address in self._addresses:
+            if self._processes and self._opts.reuse_port and address.network == "tcp":
+                # Each worker binds its own listener; the parent only fixes the
+                # port (port 0 included) with a socket that never listens.
+                holder = PortHolder(address, self._opts)
+                self._holders.append(holder)
+                self._addrs.append(holder.addr)
+                self._own_addresses.append(dataclasses.replace(address, port=int(holder.addr[1])))
+                continue
             first = Listener(address, self._opts)
             self._listeners.append(first)
             self._primary.append(first)
@@ -221,15 +263,20 @@ class Engine:
 
     def _per_loop_listeners(self, address: Address, count: int) -> bool:
         # Linux has no SO_REUSEPORT for unix sockets: one socket, shared by the loops.
-        return self._opts.reuse_port and count > 1 and address.network != "unix"
+        return self._opts.reuse_port and count > 1 and address.network != "unix" and not self._processes
 
     def _build_loops(self) -> None:
         count = self._opts.event_loop_count()
+        if self._processes:
+            self._build_workers(count)
+            return
+        loops: list[EventLoop] = []
         for i in range(count):
-            self._loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
+            loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
+            self._loops = list(loops)  # as each is built: a failure releases the ones before
         if count > 1 and not self._opts.reuse_port:
             self._main_reactor = EventLoop(-1, self._opts, self._handler, self._loop_wants_stop)
-            balancer = new_balancer(self._opts.lb, self._loops)
+            balancer = new_balancer(self._opts.lb, loops)
             for listener in self._listeners:
                 self._main_reactor.add_listener(listener, balancer.next)
             return
@@ -237,11 +284,33 @@ class Engine:
         for listener in per_address:
             if self._per_loop_listeners(listener.address, count):
                 group = [listener] + [next(per_address) for _ in range(count - 1)]
-                for loop, own in zip(self._loops, group):
+                for loop, own in zip(loops, group):
                     loop.add_listener(own, _itself(loop))
             else:
-                for loop in self._loops:
+                for loop in loops:
                     loop.add_listener(listener, _itself(loop), exclusive=count > 1)
+
+    def _build_workers(self, count: int) -> None:
+        """Process mode: the workers' handles, and the main reactor that accepts and supervises."""
+        self._main_reactor = EventLoop(-1, self._opts, self._handler, self._loop_wants_stop)
+        table = SharedCounterTable(count)
+        # A lone worker has nothing to balance: it accepts on the parent's
+        # listeners itself, as one loop does in thread mode (no hand-over).
+        shared = list(self._listeners) if count == 1 else []
+        spec = WorkerSpec(self._handler, self._opts, self._own_addresses, shared, forget_inherited,
+                          self._worker_loop, lambda address: Listener(address, self._opts), self._logger)
+        workers = [WorkerProcess(i, spec, table.slot(i), self._main_reactor, self._loop_wants_stop)
+                   for i in range(count)]
+        spec.workers.extend(workers)
+        self._loops = list(workers)
+        if shared:
+            return
+        pick = pick_available(new_balancer(self._opts.lb, workers).next, workers, self._logger)
+        for listener in self._listeners:  # all of them; with reuse_port only the unix ones are here
+            self._main_reactor.add_listener(listener, pick)
+
+    def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
+        return EventLoop(index, self._opts, self._handler, request_stop)
 
     # -- stop ------------------------------------------------------------------
 
@@ -249,7 +318,7 @@ class Engine:
         current = threading.current_thread()
         return current is self._stopper or any(loop.runs_on(current) for loop in self._all_loops())
 
-    def _all_loops(self) -> list[EventLoop]:
+    def _all_loops(self) -> list[LoopHandle]:
         """The main reactor first (if any): stopping it first means no new connections while the loops drain."""
         return [self._main_reactor, *self._loops] if self._main_reactor else list(self._loops)
 
@@ -265,7 +334,8 @@ class Engine:
         loops = self._all_loops()
         for loop in loops:
             loop.shutdown(self._deadline)
-        stuck = [loop for loop in loops if not loop.join(max(0.0, self._deadline - time.monotonic()) + _JOIN_GRACE)]
+        stuck = [loop for loop in loops if not loop.join(max(0.0, self._deadline - time.monotonic()) + _JOIN_GRACE)
+                 and not loop.kill()]
         self._close_listeners()
         if stuck:
             # A callback blocks its loop; a thread cannot be interrupted.  stop()
@@ -287,13 +357,15 @@ class Engine:
     def _release(self) -> None:
         """Undo a boot that failed or was cancelled by on_boot."""
         for loop in self._all_loops():
-            loop.release()
+            loop.abort(_JOIN_GRACE)
         self._close_listeners()
         self._stopped.set()
 
     def _close_listeners(self) -> None:
         for listener in self._listeners:
             listener.close()
+        for holder in self._holders:
+            holder.close()
 
 
 def _itself(loop: EventLoop) -> Any:

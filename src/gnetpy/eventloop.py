@@ -32,9 +32,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import inherit
 from .acceptor import Acceptor
 from .buffer import NOTHING, SMALL_READ
 from .closing import GracefulClose
+from .counters import Counters, LocalCounters, count
 from .errors import EngineStoppedError
 from .handler import Action
 from .lifecycle import ConnLifecycle
@@ -82,6 +84,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         except BaseException:  # out of descriptors, say: leave nothing open behind
             self._poller.close()
             raise
+        inherit.register(self)
         self._tasks = TaskQueue(self._waker, self._logger)
         self._read_size = opts.read_buffer_cap
         self._small_read = min(SMALL_READ, opts.read_buffer_cap)
@@ -114,18 +117,13 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
-        # Connection count = _handed_over + _opened - _closed.  Each counter
-        # has a single writer (the accepting thread, this loop), so the count
-        # is exact without a lock.
-        self._handed_over = 0
-        self._opened = 0
-        self._closed = 0
+        self._counts: Counters = LocalCounters()  # a worker replaces them with shared ones
 
     # -- public API ----------------------------------------------------------
 
     def count_connections(self) -> int:
         """Connections on this loop, including accepted ones still being handed over."""
-        return self._handed_over + self._opened - self._closed
+        return count(self._counts)
 
     def execute(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` on this loop (safe from any thread)."""
@@ -179,13 +177,22 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._acceptors.append(acceptor)
         self._watchers[acceptor.fd] = acceptor.on_acceptable
 
+    def _watch(self, fd: int, on_event: Callable[[int], Any]) -> None:
+        """Serve ``fd``'s readiness with ``on_event(events)`` (on the loop; a worker's channel, say)."""
+        self._poller.register_listener(fd)
+        self._watchers[fd] = on_event
+
+    def _unwatch(self, fd: int) -> None:
+        self._watchers.pop(fd, None)
+        self._poller.unregister(fd)
+
     def hand_over(self, sock: socket.socket, remote: Any) -> None:
         """Serve an accepted, configured socket (from the thread that accepted it; only ever one)."""
-        self._handed_over += 1
+        self._counts.handed_over += 1
         if self._thread_id == _get_ident():  # a loop that accepts for itself
             self._open_handed_over(sock, remote)
         elif not self._tasks.push_urgent(self._open_handed_over, sock, remote):
-            self._handed_over -= 1
+            self._counts.handed_over -= 1
             sock.close()
 
     # -- the reactor ---------------------------------------------------------

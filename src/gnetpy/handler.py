@@ -34,9 +34,10 @@ class EventHandler:
     """Subclass and override the callbacks you need; all are optional.
 
     Returning ``None`` from a callback means ``Action.NONE``.  Callbacks run on
-    the event loop that owns the connection (``on_boot`` runs in the thread
-    that starts the engine, ``on_shutdown`` in the thread that stops it); they
-    must not block.
+    the event loop that owns the connection -- in worker processes, in the
+    worker that owns it -- and must not block.  ``on_boot`` runs in the thread
+    that starts the engine and ``on_shutdown`` in the thread that stops it,
+    once, in the process that called ``start``/``run``.
     """
 
     def on_boot(self, engine: Engine) -> Action | None:
@@ -45,6 +46,18 @@ class EventHandler:
 
     def on_shutdown(self, engine: Engine) -> None:
         """The engine stopped: every connection has been closed."""
+
+    def on_worker_start(self, loop_index: int) -> None:
+        """In each worker process (or loop thread), before it serves: open per-process resources here.
+
+        In process mode this runs in the worker, on its copy of the handler
+        (made when the worker was forked, after ``on_boot``).  An exception
+        here makes ``start()`` raise it (or, for a replacement worker, is
+        logged and the worker started again later).
+        """
+
+    def on_worker_stop(self, loop_index: int) -> None:
+        """In each worker process (or loop thread), after it stopped serving: close what on_worker_start opened."""
 
     def on_open(self, c: Conn) -> Action | None:
         """A new connection; it may write its greeting here."""

@@ -37,10 +37,10 @@ class ConnLifecycle(LoopBase):
     # -- open, act ---------------------------------------------------------
 
     def _open_handed_over(self, sock: socket.socket, remote: Any) -> None:
-        """On the loop: serve a socket counted in ``_handed_over``."""
+        """On the loop: serve a socket counted in ``_counts.handed_over``."""
         if self._stopping:
             sock.close()
-            self._closed += 1
+            self._counts.closed += 1
             return
         self._open(sock, remote)
 
@@ -52,7 +52,7 @@ class ConnLifecycle(LoopBase):
             remote = format_addr(sock.getpeername())
         except OSError:
             remote = None
-        self._opened += 1
+        self._counts.opened += 1
         c = self._open(sock, remote)
         if c is None:
             raise ConnClosedError(f"enroll: cannot register {sock!r}")
@@ -65,7 +65,7 @@ class ConnLifecycle(LoopBase):
         except (OSError, ValueError):
             self._logger.exception("gnetpy: cannot register %r", c)
             sock.close()
-            self._closed += 1
+            self._counts.closed += 1
             return None
         self._conns[c._fd] = c
         try:
@@ -176,7 +176,7 @@ class ConnLifecycle(LoopBase):
         c._sock.close()
         if c._out:
             c._out.clear_all()
-        self._closed += 1
+        self._counts.closed += 1
         action = None
         try:
             action = self._handler.on_close(c, err)

@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 
+from . import inherit
 from .address import Address, AddrInfo, format_addr
 from .errors import UnsupportedProtocolError
 from .options import Options
@@ -35,6 +36,7 @@ class Listener:
         if address.network == "unix" and not address.path.startswith("@"):
             st = os.stat(address.path)
             self._unix_identity = (st.st_dev, st.st_ino)
+        inherit.register(self)
 
     @property
     def fd(self) -> int:
@@ -51,6 +53,42 @@ class Listener:
         if self._unix_identity is not None:
             _remove_socket_file(self.address.path, self._unix_identity)
             self._unix_identity = None
+
+    def _forget_in_child(self) -> None:
+        """In a forked worker: close the worker's copy; the file stays the parent's (inherit.py)."""
+        self._unix_identity = None
+        self.sock.close()
+
+
+class PortHolder:
+    """Process mode with ``reuse_port``: a socket bound to the port the workers share, never listening.
+
+    It turns port 0 into one real port before the first worker binds, and
+    keeps that port reserved while workers restart.  A socket that does not
+    listen is not in the kernel's SO_REUSEPORT group for incoming
+    connections: the parent accepts none.
+    """
+
+    def __init__(self, address: Address, opts: Options) -> None:
+        self.address = address
+        self.sock = socket.socket(address.family, socket.SOCK_STREAM)
+        try:
+            set_listener_options(self.sock, address, opts)
+            self.sock.bind(address.sockaddr)
+        except OSError as exc:
+            self.sock.close()
+            raise OSError(exc.errno, f"cannot bind {address.text!r}: {exc.strerror}") from None
+        inherit.register(self)
+
+    @property
+    def addr(self) -> AddrInfo:
+        return format_addr(self.sock.getsockname())
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _forget_in_child(self) -> None:
+        self.sock.close()
 
 
 def _bind(address: Address, opts: Options) -> socket.socket:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .acceptor import Acceptor
     from .conn import Callback, Conn
+    from .counters import Counters
     from .handler import EventHandler
     from .options import Options
     from .poller import Poller
@@ -54,8 +55,7 @@ class LoopBase:
     _waker: Waker
     _running: bool
     _stopping: bool
-    _opened: int
-    _closed: int
+    _counts: Counters
 
     _thread: threading.Thread | None
     _thread_id: int | None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 from .lb import LoadBalancing
 from .sockopts import MAX_SOCKET_BUFFER, check_keepalive
@@ -43,6 +44,7 @@ class Options:
     poller: str | None = None
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
     close_timeout: float = 30.0
+    cpu_affinity: bool = False
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -50,10 +52,11 @@ class Options:
         self.lb = LoadBalancing.parse(self.lb)
         if self.processes is not None and not isinstance(self.processes, bool):  # not "in": 1 == True
             raise ValueError(f"processes: {self.processes!r}; accepted: None (auto), True, False")
-        if self.processes:
-            # Worker processes are their own piece of work (see docs/architecture.md).
-            raise ValueError("processes=True: worker processes are not available in this version; "
-                             "use processes=None or False (event loops in threads)")
+        if self.processes and not hasattr(os, "fork"):
+            raise ValueError("processes=True: this platform has no fork(); use processes=False (threads)")
+        if self.cpu_affinity and not hasattr(os, "sched_setaffinity"):
+            raise ValueError("cpu_affinity=True: this platform cannot pin threads or processes to CPUs "
+                             "(no sched_setaffinity); leave it False")
         _check_keepalive(self)
         if not isinstance(self.bind_to_device, str):
             raise ValueError(f"bind_to_device: {self.bind_to_device!r} is not an interface name (str)")
@@ -87,6 +90,22 @@ class Options:
         base.update(overrides)
         return cls(**base)
 
+    def use_processes(self, gil_enabled: Callable[[], bool] | None = None) -> bool:
+        """Worker processes or threads: ``processes``, or when it is None, processes on a GIL build with several loops.
+
+        On a build with the GIL, threads give concurrency but not parallelism,
+        so more than one loop means a process each; a free-threaded build runs
+        loops in threads (``sys._is_gil_enabled()``).  ``gil_enabled`` stands
+        in for that check in tests.
+        """
+        if self.processes is not None:
+            return self.processes
+        if self.event_loop_count() < 2:
+            return False
+        if gil_enabled is None:
+            gil_enabled = getattr(sys, "_is_gil_enabled", _always)
+        return bool(gil_enabled())
+
     def event_loop_count(self) -> int:
         if self.num_event_loop > 0:
             return self.num_event_loop
@@ -95,7 +114,7 @@ class Options:
         return 1
 
 
-_BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "edge_triggered")
+_BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "edge_triggered", "cpu_affinity")
 # name -> smallest accepted value
 # name -> (smallest, largest) accepted value.  The largest are far above any
 # sensible setting and keep a typo (2**40) from turning into a MemoryError on
@@ -132,3 +151,8 @@ def _check_seconds(name: str, value: Any) -> None:
 def _check_keepalive(opts: Options) -> None:
     check_keepalive(opts.tcp_keepalive, opts.tcp_keep_interval, opts.tcp_keep_count,
                     ("tcp_keepalive: ", "tcp_keep_interval: ", "tcp_keep_count: "))
+
+
+def _always() -> bool:
+    """``sys._is_gil_enabled`` where there is none: every build before 3.13 has the GIL."""
+    return True

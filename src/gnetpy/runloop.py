@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+from typing import Any, Callable
+
 from .errors import EngineStoppedError
 from .loopbase import LoopBase
 
@@ -32,29 +34,80 @@ _FAILURE_WINDOW = 10.0
 
 class LoopRunner(LoopBase):
     def start(self) -> None:
-        """Run the loop on a thread of its own."""
+        """Run the loop on a thread of its own; ``wait_ready`` says when it serves."""
         name = f"gnetpy-loop-{self.index}" if self.index >= 0 else "gnetpy-main-reactor"
         self._running = True
-        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self.run, args=(self._on_ready,), name=name, daemon=True)
         self._thread.start()
 
-    def run(self) -> None:
-        """Serve until shut down, on the calling thread."""
+    def _on_ready(self, error: BaseException | None) -> None:
+        self._start_error = error
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the loop serves; raise what ``on_worker_start`` raised, or ``TimeoutError``."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"event loop {self.index} did not start within {timeout:g}s "
+                               f"(on_worker_start still running: {self.running_callback()})")
+        if self._start_error is not None:
+            raise self._start_error
+
+    def run(self, on_ready: Callable[[BaseException | None], Any] | None = None) -> None:
+        """Serve until shut down, on the calling thread.
+
+        A loop with an index (not the main reactor) first pins itself to its
+        CPU (``cpu_affinity``) and runs the handler's ``on_worker_start``;
+        ``on_ready(None)`` then says it serves, or ``on_ready(exc)`` that
+        ``on_worker_start`` raised ``exc`` (and the loop ends at once).
+        ``on_worker_stop`` runs after the loop has stopped serving.
+        """
         self._thread_id = threading.get_ident()
         self._running = True
+        worker = self.index >= 0
         try:
-            for acceptor in self._acceptors:
-                acceptor.start()
-            if self._opts.ticker and self.index == 0:
-                self._ticker = self.call_later(0, self._tick)
-            failures = _Failures()
-            while self._running:
-                try:
-                    self._poll_loop()
-                except BaseException as exc:
-                    self._internal_error(exc, failures)
+            if worker:
+                error = self._start_worker()
+                if on_ready is not None:
+                    on_ready(error)
+                if error is not None:
+                    return
+            elif on_ready is not None:
+                on_ready(None)
+            self._serve()
         finally:
             self.release()
+            if worker:
+                self._stop_worker()
+
+    def _start_worker(self) -> BaseException | None:
+        try:
+            if self._opts.cpu_affinity:
+                allowed = sorted(os.sched_getaffinity(0))
+                os.sched_setaffinity(0, {allowed[self.index % len(allowed)]})  # 0: this thread
+            self._handler.on_worker_start(self.index)
+        except BaseException as exc:
+            return exc
+        return None
+
+    def _stop_worker(self) -> None:
+        try:
+            self._handler.on_worker_stop(self.index)
+        except BaseException as exc:
+            self._logger.error("gnetpy: on_worker_stop(%d) raised", self.index, exc_info=exc)
+
+    def _serve(self) -> None:
+        for acceptor in self._acceptors:
+            acceptor.start()
+        if self._opts.ticker and self.index == 0:
+            self._ticker = self.call_later(0, self._tick)
+        failures = _Failures()
+        while self._running:
+            try:
+                self._poll_loop()
+            except BaseException as exc:
+                self._internal_error(exc, failures)
 
     def _internal_error(self, exc: BaseException, failures: _Failures) -> None:
         """Something escaped the reactor itself (callbacks' errors never do): log, back off, give up if it repeats."""
@@ -79,6 +132,28 @@ class LoopRunner(LoopBase):
             self._thread.join(timeout)
             return not self._thread.is_alive()
         return True
+
+    def abort(self, timeout: float) -> None:
+        """Undo a start that failed elsewhere: stop at once if running, else release what was built."""
+        if self._thread is not None and self._thread.is_alive():
+            self.shutdown(time.monotonic())
+            self.join(timeout)
+        elif self._thread is None:
+            self.release()
+
+    def kill(self) -> bool:
+        """A thread cannot be killed: False (the engine waits for it)."""
+        return False
+
+    def _forget_in_child(self) -> None:
+        """In a forked worker: close this loop's descriptors -- the worker's copies; no callbacks (inherit.py)."""
+        for c in [*self._conns.values(), *self._closing.values()]:
+            c._sock.close()
+        for acceptor in self._acceptors:
+            acceptor._registered = False
+        if self._waker.fd >= 0:
+            self._poller.close()
+            self._waker.close()
 
     def runs_on(self, thread: threading.Thread) -> bool:
         return self._thread is thread

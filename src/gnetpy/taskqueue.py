@@ -36,7 +36,9 @@ class TaskQueue:
         self._limit = ordinary_limit
         self._urgent: collections.deque[Task] = collections.deque()
         self._ordinary: collections.deque[Task] = collections.deque()
-        self._lock = threading.Lock()
+        # Reentrant: in a worker process a signal handler (SIGTERM: stop) runs
+        # on the loop's own thread and may push while that thread holds it.
+        self._lock = threading.RLock()
         self._armed = False
         self._closed = False
 

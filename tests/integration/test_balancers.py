@@ -19,7 +19,7 @@ def loop_of(handler: Recorder, clients: list[socket.socket]) -> list[int]:
 
 def test_round_robin_is_even(serve: Any) -> None:
     handler = Recorder()
-    engine = serve(handler, num_event_loop=4, lb=gnetpy.LoadBalancing.ROUND_ROBIN)
+    engine = serve(handler, num_event_loop=4, lb=gnetpy.LoadBalancing.ROUND_ROBIN, processes=False)
     clients = [socket.create_connection(engine.addrs[0], timeout=WAIT) for _ in range(12)]
     try:
         indexes = loop_of(handler, clients)
@@ -32,7 +32,7 @@ def test_round_robin_is_even(serve: Any) -> None:
 
 def test_least_connections_fills_the_emptiest_loop(serve: Any) -> None:
     handler = Recorder()
-    engine = serve(handler, num_event_loop=4, lb="least-connections")
+    engine = serve(handler, num_event_loop=4, lb="least-connections", processes=False)
     clients = [socket.create_connection(engine.addrs[0], timeout=WAIT) for _ in range(8)]
     try:
         indexes = loop_of(handler, clients)
@@ -53,7 +53,7 @@ def test_least_connections_fills_the_emptiest_loop(serve: Any) -> None:
 
 def test_source_addr_hash_is_stable_per_address(serve: Any) -> None:
     handler = Recorder()
-    engine = serve(handler, num_event_loop=4, lb=gnetpy.LoadBalancing.SOURCE_ADDR_HASH)
+    engine = serve(handler, num_event_loop=4, lb=gnetpy.LoadBalancing.SOURCE_ADDR_HASH, processes=False)
     port = engine.addrs[0][1]
     clients = []
     sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
@@ -77,7 +77,7 @@ def test_source_addr_hash_is_stable_per_address(serve: Any) -> None:
 
 def test_reuse_port_loops_accept_for_themselves(serve: Any) -> None:
     handler = Recorder()
-    engine = serve(handler, num_event_loop=4, reuse_port=True)
+    engine = serve(handler, num_event_loop=4, reuse_port=True, processes=False)
     clients = [socket.create_connection(engine.addrs[0], timeout=WAIT) for _ in range(64)]
     try:
         indexes = loop_of(handler, clients)

@@ -10,29 +10,12 @@ async_write from a thread pool.
 from __future__ import annotations
 
 import concurrent.futures
-import random
 from typing import Any
 
 import pytest
 
 import gnetpy
-from conftest import exchange, has_ipv6_loopback
-
-MiB = 1 << 20
-CLIENTS = 10
-
-
-def random_payloads(rng: random.Random) -> list[bytes]:
-    """1 byte, 1 MiB, and a log-uniform spread between, in random order."""
-    sizes = [1, MiB] + [int(2 ** rng.uniform(0, 20)) for _ in range(3)]
-    rng.shuffle(sizes)
-    return [rng.randbytes(size) for size in sizes]
-
-
-class WriteEcho(gnetpy.EventHandler):
-    def on_traffic(self, c: gnetpy.Conn) -> Any:
-        c.write(c.next())
-
+from conftest import WriteEcho, has_ipv6_loopback, run_echo
 
 class WritevEcho(gnetpy.EventHandler):
     def on_traffic(self, c: gnetpy.Conn) -> Any:
@@ -64,12 +47,15 @@ class AsyncWriteEcho(gnetpy.EventHandler):
 
 
 HANDLERS = {"write": WriteEcho, "writev": WritevEcho, "async_write": AsyncWriteEcho}
+# Loops in threads of this process (processes=False); worker processes are tests/integration/test_workers.py's.
 TOPOLOGIES = {
     "1-loop": {"num_event_loop": 1},
-    "4-loops-round-robin": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.ROUND_ROBIN},
-    "4-loops-least-connections": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.LEAST_CONNECTIONS},
-    "4-loops-source-addr-hash": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.SOURCE_ADDR_HASH},
-    "4-loops-reuse-port": {"num_event_loop": 4, "reuse_port": True},
+    "4-threads-round-robin": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.ROUND_ROBIN, "processes": False},
+    "4-threads-least-connections": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.LEAST_CONNECTIONS,
+                                    "processes": False},
+    "4-threads-source-addr-hash": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.SOURCE_ADDR_HASH,
+                                   "processes": False},
+    "4-threads-reuse-port": {"num_event_loop": 4, "reuse_port": True, "processes": False},
 }
 
 
@@ -81,18 +67,6 @@ def transport_addr(transport: str, tmp_path: Any) -> str:
     if transport == "unix":
         return f"unix://{tmp_path}/echo.sock"
     return "tcp4://127.0.0.1:0"
-
-
-def run_echo(serve: Any, handler: gnetpy.EventHandler, addr: str, seed: int, **options: Any) -> None:
-    rng = random.Random(seed)
-    payloads = [random_payloads(rng) for _ in range(CLIENTS)]
-    engine = serve(handler, addr, **options)
-    received = exchange(engine.addrs[0], payloads)
-    for i, (sent, got) in enumerate(zip(payloads, received)):
-        expected = b"".join(sent)
-        if got != expected:
-            first_bad = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
-            pytest.fail(f"client {i}: echo differs at byte {first_bad} ({len(got)} received, {len(expected)} sent)")
 
 
 @pytest.mark.parametrize("mode", list(HANDLERS))
@@ -115,7 +89,8 @@ def test_echo_integrity(serve: Any, tmp_path: Any, transport: str, topology: str
 def test_echo_integrity_poll_backend(serve: Any, loops: int, mode: str) -> None:
     handler = HANDLERS[mode]()
     try:
-        run_echo(serve, handler, "tcp://127.0.0.1:0", seed=loops, poller="poll", num_event_loop=loops)
+        run_echo(serve, handler, "tcp://127.0.0.1:0", seed=loops, poller="poll", num_event_loop=loops,
+                 processes=False)
     finally:
         if isinstance(handler, AsyncWriteEcho):
             handler.close()

@@ -43,7 +43,7 @@ class RaisesEveryTenth(Recorder):
 
 def test_raising_handler_closes_only_its_connection(serve: Any, caplog: Any) -> None:
     handler = RaisesEveryTenth()
-    engine = serve(handler, num_event_loop=2)
+    engine = serve(handler, num_event_loop=2, processes=False)
     clients = [connect(engine.addrs[0]) for _ in range(6)]
     try:
         with caplog.at_level(logging.ERROR, logger="gnetpy"):
@@ -86,7 +86,7 @@ def test_on_close_runs_exactly_once_per_connection(serve: Any) -> None:
             return None
 
     handler = Mixed()
-    engine = serve(handler, num_event_loop=3)
+    engine = serve(handler, num_event_loop=3, processes=False)
     socks = []
     for i in range(60):
         s = connect(engine.addrs[0])
@@ -190,7 +190,8 @@ def test_stop_leaves_no_thread_descriptor_or_socket_file(tmp_path: Any, loops: i
     fds_before = open_fds()
     path = tmp_path / "leak.sock"
     engine = gnetpy.start(Recorder(), ["tcp://127.0.0.1:0", f"unix://{path}", "tcp6://[::1]:0"
-                                       if _ipv6() else "tcp://127.0.0.1:0"], num_event_loop=loops)
+                                       if _ipv6() else "tcp://127.0.0.1:0"], num_event_loop=loops,
+                          processes=False)
     clients = [connect(engine.addrs[0]), connect(engine.addrs[1])]
     for s in clients:
         s.sendall(b"hi")
@@ -335,7 +336,8 @@ def test_a_base_exception_in_a_callback_stops_the_engine_gracefully(caplog: Any,
                                                                     loops: int) -> None:
     handler = ExitsIn(where, exc)
     with caplog.at_level(logging.CRITICAL, logger="gnetpy"):
-        engine = gnetpy.start(handler, "tcp://127.0.0.1:0", num_event_loop=loops, ticker=where == "on_tick")
+        engine = gnetpy.start(handler, "tcp://127.0.0.1:0", num_event_loop=loops, ticker=where == "on_tick",
+                              processes=False)
         addr = engine.addrs[0]
         try:
             if where != "on_tick":

@@ -1,0 +1,539 @@
+"""Worker processes: one event loop per process, supervised by the parent (process mode).
+
+On a CPython with the GIL, threads give concurrency, not parallelism: a
+gnetpy server with four loops in four threads uses one core.  In process
+mode each loop runs in a worker process of its own -- an ordinary
+``EventLoop`` on the worker's main thread -- and the process that called
+``start``/``run`` (the parent) keeps the listeners, accepts, supervises and
+stops.
+
+The parent's side of a worker is a ``WorkerProcess``: an ``engine.LoopHandle``
+like an ``EventLoop`` in thread mode, so the engine starts, stops and counts
+workers as it does loops, and the acceptor hands sockets to one with
+``hand_over``.  Everything a ``WorkerProcess`` does after start-up runs on
+the parent's main-reactor thread (its channel is one of that loop's
+watched descriptors), except ``shutdown``/``join``/``release``, which the
+engine's stop thread calls once the main reactor has stopped.
+
+* **Fork, never exec.**  A worker is a fork of the parent made after
+  ``on_boot``: it has the handler as the parent had it, and runs no
+  ``__main__`` again (no spawn, no pickling of handlers).  The first workers
+  are forked before any gnetpy thread exists; replacements are forked by the
+  main-reactor thread, then the only gnetpy thread.  Threads the *user*
+  started before ``run()`` do not exist in workers.
+* **Sockets cross over SCM_RIGHTS** on the worker's channel (channel.py),
+  batched: ``hand_over`` queues, and one ``sendmsg`` per worker carries
+  what the accepts of one loop iteration picked for it.
+* **Counts are shared memory** (counters.py): least-connections reads every
+  worker's count with no message per accept.
+* **Supervision.**  A worker's end of file on its channel means it exited:
+  it is reaped, logged with its status, taken out of the balancer at once
+  (its queued sockets go to other workers), and started again on the same
+  index (and CPU).  One that dies again soon after starting backs off
+  exponentially; if every worker keeps failing at start-up the engine stops
+  with that error instead of forking in a loop.
+* **The parent's death** closes every channel: a worker seeing end of file
+  flushes for at most ``PARENT_GONE_FLUSH`` seconds and exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+
+from . import channel, inherit
+from .counters import SharedCounters, count
+
+if TYPE_CHECKING:
+    from .address import Address
+    from .eventloop import EventLoop
+    from .handler import EventHandler
+    from .options import Options
+
+# A worker must be serving this soon after its fork (its on_worker_start included).
+START_TIMEOUT = 60.0
+# A worker that dies sooner than this after it started counts as failing to start.
+RESTART_WINDOW = 5.0
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 10.0
+# When every worker has failed this many times in a row at start-up, stop the engine.
+GIVE_UP_AFTER = 5
+# A worker whose parent died flushes for this long, then exits.
+PARENT_GONE_FLUSH = 0.5
+# How long the parent waits for a dead worker's exit status before it kills it.
+REAP_TIMEOUT = 1.0
+# A worker's exit status when it could not start serving.
+EXIT_START_FAILED = 3
+# Sockets queued for one worker beyond which new ones go to others (its channel is not being read).
+MAX_PENDING = 4 * channel.MAX_FDS
+
+STARTING, SERVING, STOPPING, EXITED = "starting", "serving", "stopping", "exited"
+
+
+@dataclass
+class WorkerSpec:
+    """What every worker is made of, set up by the engine before the first fork."""
+
+    handler: EventHandler
+    opts: Options
+    own_addresses: Sequence[Address]  # tcp addresses a worker binds itself (reuse_port)
+    shared_listeners: Sequence[Any]  # the parent's listeners a lone worker accepts on itself
+    forget_parent: Callable[[Sequence[Any]], None]  # in a new worker: close the parent's descriptors but these
+    build_loop: Callable[[int, Callable[..., None]], EventLoop]
+    build_listener: Callable[[Address], Any]
+    logger: logging.Logger | logging.LoggerAdapter[Any]
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+
+class WorkerProcess:
+    """The parent's handle on worker ``index`` (see the module docstring)."""
+
+    def __init__(self, index: int, spec: WorkerSpec, counters: SharedCounters, supervisor: EventLoop,
+                 stop_engine: Callable[..., None]) -> None:
+        self.index = index
+        self._spec = spec
+        self._counters = counters
+        self._supervisor = supervisor  # the parent's main-reactor loop
+        self._stop_engine = stop_engine
+        self._logger = spec.logger
+        self.pid = 0
+        self.state = EXITED
+        self.addrs: list[Any] | None = None  # what its own listeners got (reuse_port), from READY
+        self._channel: socket.socket | None = None
+        self._pending: list[tuple[socket.socket, Any]] = []
+        self._reap_lock = threading.Lock()
+        self._exit_status: int | None = None
+        self._started_at = 0.0
+        self._failures = 0  # deaths in a row soon after starting
+        self._stopping = False
+        self._last_error: BaseException | None = None
+        inherit.register(self)
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess {self.index} pid={self.pid} {self.state}>"
+
+    # -- engine.LoopHandle ----------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self.state == SERVING and not self._stopping
+
+    def count_connections(self) -> int:
+        return count(self._counters)
+
+    def start(self) -> None:
+        """Fork the worker; ``wait_ready`` waits for it to serve."""
+        self._fork()
+
+    def wait_ready(self, timeout: float) -> None:
+        """During start-up (no gnetpy thread yet): block until the worker serves, or raise why it cannot."""
+        assert self._channel is not None
+        self._channel.settimeout(timeout)
+        try:
+            message = channel.receive(self._channel)
+        except TimeoutError:
+            raise TimeoutError(f"worker {self.index} (pid {self.pid}) did not start within {timeout:g}s "
+                               f"(on_worker_start still running?)") from None
+        self._channel.setblocking(False)
+        if message is None:
+            raise RuntimeError(f"worker {self.index} (pid {self.pid}) exited before serving: "
+                               f"{self._describe_exit(self._reap(REAP_TIMEOUT))}")
+        self._on_message(message)
+        if self.state != SERVING:
+            raise self._last_error or RuntimeError(f"worker {self.index} did not start")
+        self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
+
+    def hand_over(self, sock: socket.socket, remote: Any) -> None:
+        """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration)."""
+        self._counters.handed_over += 1
+        self._pending.append((sock, remote))
+        if len(self._pending) == 1:
+            self._supervisor.call_later(0, self._send_pending)
+
+    def shutdown(self, deadline: float) -> None:
+        """Tell the worker to close its connections, flushing until ``deadline``, and exit."""
+        self._stopping = True
+        self._drop_pending()
+        if self._channel is not None and self.state in (STARTING, SERVING):
+            try:
+                self._channel.setblocking(True)
+                self._channel.settimeout(1.0)
+                channel.send(self._channel, channel.STOP, max(0.0, deadline - time.monotonic()))
+            except OSError:
+                pass  # gone already: join() reaps it
+            self.state = STOPPING
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the worker to exit (and reap it); False if it is still running at ``timeout``."""
+        status = self._reap(timeout)
+        return status is not None
+
+    def kill(self) -> bool:
+        """The worker did not stop in time: kill it (logged) and reap it."""
+        if self._exit_status is None and self.pid:
+            self._logger.error("gnetpy: worker %d (pid %d) did not stop by the stop deadline; killed",
+                               self.index, self.pid)
+            self._signal(signal.SIGKILL)
+            self._reap(None)
+        return True
+
+    def release(self) -> None:
+        """Leave nothing behind: kill the worker if it still runs, close the channel."""
+        self._stopping = True
+        self._drop_pending()
+        if self.pid and self._exit_status is None:
+            self._signal(signal.SIGKILL)
+            self._reap(None)
+        self._close_channel()
+
+    def abort(self, timeout: float) -> None:
+        """Undo a start that failed elsewhere: stop the worker if it runs, kill it if it will not."""
+        if self.pid and self._exit_status is None:
+            self.shutdown(time.monotonic())
+            if not self.join(timeout):
+                self.kill()
+        self.release()
+
+    def _forget_in_child(self) -> None:
+        """In another (new) worker: close its copies of this worker's channel and queued sockets."""
+        if self._channel is not None:
+            self._channel.close()
+        for sock, _ in self._pending:
+            sock.close()
+
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return False
+
+    def running_callback(self) -> str:
+        return f"worker process {self.pid}"
+
+    # -- forking ------------------------------------------------------------------------
+
+    def _fork(self) -> None:
+        parent_end, worker_end = channel.pair()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() in a process with threads.  The
+            # first workers are forked before any gnetpy thread exists; a
+            # replacement is forked by the main reactor, the only gnetpy thread
+            # then, and the child runs gnetpy's code alone (docs: user threads).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            _worker_main(self, parent_end, worker_end)  # never returns
+        worker_end.close()
+        self.pid = pid
+        self._channel = parent_end
+        self._exit_status = None
+        self._started_at = time.monotonic()
+        self.state = STARTING
+
+    def _respawn(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self._fork()
+        except OSError as exc:
+            self._logger.error("gnetpy: cannot start worker %d again: %s", self.index, exc)
+            self._after_failure()
+            return
+        assert self._channel is not None
+        self._channel.setblocking(False)
+        self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
+        self._supervisor.call_later(START_TIMEOUT, partial(self._check_started, self.pid))
+
+    def _check_started(self, pid: int) -> None:
+        if self.pid == pid and self.state == STARTING:
+            self._logger.error("gnetpy: worker %d (pid %d) did not start within %gs; killing it",
+                               self.index, pid, START_TIMEOUT)
+            self._signal(signal.SIGKILL)
+
+    # -- the channel, on the main reactor -----------------------------------------------
+
+    def _on_channel_event(self, events: int) -> None:
+        while self._channel is not None:
+            try:
+                message = channel.receive(self._channel)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._logger.error("gnetpy: worker %d's channel failed: %s", self.index, exc)
+                message = None
+            if message is None:
+                self._on_exit()
+                return
+            self._on_message(message)
+
+    def _on_message(self, message: tuple[bytes, Any, list[int]]) -> None:
+        kind, payload, fds = message
+        for fd in fds:  # workers send none; never leak one
+            os.close(fd)
+        if kind == channel.READY:
+            self.state = SERVING
+            self.addrs = payload
+            if self._failures:
+                self._logger.info("gnetpy: worker %d (pid %d) serves again", self.index, self.pid)
+        elif kind == channel.FAILED:
+            error, text = payload
+            self._last_error = error
+            if hasattr(error, "add_note"):
+                error.add_note(f"in worker {self.index} (pid {self.pid}):\n{text}")
+            if self.state == STARTING and not self._stopping:
+                self._logger.error("gnetpy: worker %d (pid %d) failed to start:\n%s", self.index, self.pid, text)
+            elif self.state == SERVING:  # it could not go on serving: the traceback of why
+                self._logger.error("gnetpy: worker %d (pid %d) failed:\n%s", self.index, self.pid, text)
+        elif kind == channel.SHUTDOWN:
+            self._stop_engine(payload)
+
+    def _on_exit(self) -> None:
+        """The worker's channel reached end of file: it exited (or is exiting)."""
+        self._supervisor._unwatch(self._channel.fileno() if self._channel else -1)
+        self._close_channel()
+        pending = self._pending
+        self._pending = []
+        self._counters.handed_over -= len(pending)
+        previous, self.state = self.state, EXITED
+        status = self._reap(REAP_TIMEOUT)
+        if status is None:
+            self._signal(signal.SIGKILL)
+            status = self._reap(None)
+        if self._stopping:
+            self._drop(pending)
+            return
+        # Its connections died with it; the counts it held must not stay.
+        self._counters.opened = self._counters.closed = self._counters.handed_over = 0
+        for sock, remote in pending:  # accepted for it, never delivered: someone else serves them
+            self._spec_pick_other(sock, remote)
+        if previous == SERVING:
+            self._logger.error("gnetpy: worker %d (pid %d) %s; starting it again", self.index, self.pid,
+                               self._describe_exit(status))
+        if previous != SERVING or time.monotonic() - self._started_at < RESTART_WINDOW:
+            self._after_failure()
+        else:
+            self._failures = 0
+            self._supervisor.call_later(0, self._respawn)
+
+    def _after_failure(self) -> None:
+        self._failures += 1
+        workers = self._spec.workers
+        if all(w._failures >= GIVE_UP_AFTER for w in workers):
+            error = self._last_error or RuntimeError(f"worker {self.index} {self._describe_exit(self._exit_status)}")
+            self._logger.critical("gnetpy: every worker failed to start %d times in a row; stopping", GIVE_UP_AFTER)
+            self._stop_engine(RuntimeError(f"every worker failed to start {GIVE_UP_AFTER} times in a row; "
+                                           f"the last: {error!r}"))
+            return
+        delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (self._failures - 1))
+        self._logger.warning("gnetpy: worker %d failed %d time%s in a row soon after starting; next try in %.1fs",
+                             self.index, self._failures, "s" if self._failures > 1 else "", delay)
+        self._supervisor.call_later(delay, self._respawn)
+
+    def _spec_pick_other(self, sock: socket.socket, remote: Any) -> None:
+        target = next((w for w in self._spec.workers if w.available and w is not self), None)
+        if target is None:
+            sock.close()
+        else:
+            target.hand_over(sock, remote)
+
+    # -- sending sockets -----------------------------------------------------------------
+
+    def _send_pending(self) -> None:
+        while self._pending and self._channel is not None:
+            batch = self._pending[:channel.MAX_FDS]
+            try:
+                channel.send(self._channel, channel.SOCKETS, [remote for _, remote in batch],
+                             [sock.fileno() for sock, _ in batch])
+            except (BlockingIOError, InterruptedError):
+                # The worker is not reading its channel fast enough: try again shortly.
+                self._supervisor.call_later(0.005, self._send_pending)
+                return
+            except OSError:
+                return  # it died: _on_exit gives the queued sockets to other workers
+            del self._pending[:len(batch)]
+            for sock, _ in batch:
+                sock.close()  # the worker has its own descriptor now
+
+    def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self._counters.handed_over -= len(pending)
+        self._drop(pending)
+
+    @staticmethod
+    def _drop(pending: list[tuple[socket.socket, Any]]) -> None:
+        for sock, _ in pending:
+            sock.close()
+
+    # -- processes --------------------------------------------------------------------
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self, timeout: float | None) -> int | None:
+        """The worker's exit status, waiting up to ``timeout`` for it (None: not exited yet)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._reap_lock:
+                if self._exit_status is not None or not self.pid:
+                    return self._exit_status
+                try:
+                    pid, status = os.waitpid(self.pid, 0 if timeout is None else os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = self.pid, 0  # reaped by someone else (a user's SIGCHLD handler)
+                if pid:
+                    self._exit_status = status
+                    return status
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+    @staticmethod
+    def _describe_exit(status: int | None) -> str:
+        if status is None:
+            return "has not exited"
+        if os.WIFSIGNALED(status):
+            return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        code = os.WEXITSTATUS(status)
+        return "failed to start" if code == EXIT_START_FAILED else f"exited with status {code}"
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
+def pick_available(pick: Callable[[Any], WorkerProcess], workers: list[WorkerProcess],
+                   logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[Any], Any]:
+    """The balancer's choice, or the next worker that serves when that one does not (restarting)."""
+    def choose(remote: Any) -> Any:
+        chosen = pick(remote)
+        if chosen.available:
+            return chosen
+        n = len(workers)
+        for step in range(1, n):
+            other = workers[(chosen.index + step) % n]
+            if other.available:
+                return other
+        return _NoWorker(logger)
+    return choose
+
+
+class _NoWorker:
+    """Every worker is restarting: refuse the connection (the client sees it closed)."""
+
+    _last_warning = 0.0
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self._logger = logger
+
+    def hand_over(self, sock: socket.socket, remote: Any) -> None:
+        sock.close()
+        now = time.monotonic()
+        if now - _NoWorker._last_warning > 1.0:
+            _NoWorker._last_warning = now
+            self._logger.warning("gnetpy: no worker is serving (all restarting); connections are refused")
+
+
+# -- in the worker --------------------------------------------------------------------
+
+
+def _worker_main(handle: WorkerProcess, parent_end: socket.socket, worker_end: socket.socket) -> NoReturn:
+    """A freshly forked worker: serve until told to stop, then exit.  Never returns into the parent's code."""
+    code = EXIT_START_FAILED
+    try:
+        parent_end.close()
+        handle._spec.forget_parent(handle._spec.shared_listeners)
+        code = _serve_in_worker(handle, worker_end)
+    except BaseException as exc:
+        _report(worker_end, channel.FAILED, exc)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
+    spec = handle._spec
+    index = handle.index
+    loop = spec.build_loop(index, partial(_ask_parent_to_stop, worker_end))
+    loop._counts = handle._counters
+    # Ctrl-C at a terminal reaches every process of the group: the parent
+    # coordinates the stop.  SIGTERM to a worker alone stops that worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: loop.shutdown(time.monotonic() + spec.opts.close_timeout))
+    listeners = [spec.build_listener(address) for address in spec.own_addresses]
+    for listener in [*listeners, *spec.shared_listeners]:
+        loop.add_listener(listener, lambda remote: loop)
+    worker_end.setblocking(False)
+    loop._watch(worker_end.fileno(), partial(_on_parent_message, loop, worker_end, spec.logger))
+    started: list[bool] = []
+
+    def ready(error: BaseException | None) -> None:
+        if error is None:
+            started.append(True)
+            channel.send(worker_end, channel.READY, [listener.addr for listener in listeners] or None)
+        else:
+            _report(worker_end, channel.FAILED, error)
+
+    try:
+        loop.run(ready)
+    finally:
+        for listener in listeners:
+            listener.close()
+    return 0 if started else EXIT_START_FAILED
+
+
+def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, events: int) -> None:
+    while True:
+        try:
+            message = channel.receive(worker_end)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            logger.error("gnetpy: worker %d: channel failed: %s", loop.index, exc)
+            message = None
+        if message is None:  # the parent is gone: do not serve on as an orphan
+            logger.warning("gnetpy: worker %d: the parent process is gone; stopping", loop.index)
+            loop._unwatch(worker_end.fileno())
+            loop.shutdown(time.monotonic() + PARENT_GONE_FLUSH)
+            return
+        kind, payload, fds = message
+        if kind == channel.SOCKETS:
+            for fd, remote in zip(fds, payload):
+                loop._open_handed_over(socket.socket(fileno=fd), remote)
+        elif kind == channel.STOP:
+            loop.shutdown(time.monotonic() + payload)
+        else:
+            for fd in fds:
+                os.close(fd)
+
+
+def _ask_parent_to_stop(worker_end: socket.socket, error: BaseException | None = None) -> None:
+    try:
+        channel.send(worker_end, channel.SHUTDOWN, None if error is None else channel.portable_error(error))
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+
+
+def _report(worker_end: socket.socket, kind: bytes, error: BaseException) -> None:
+    text = "".join(traceback.format_exception(error)).rstrip()
+    try:
+        worker_end.setblocking(True)
+        channel.send(worker_end, kind, (channel.portable_error(error), text))
+    except OSError:
+        pass  # the parent is gone: nothing to tell
