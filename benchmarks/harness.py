@@ -9,8 +9,9 @@ Each run starts a fresh echo server pinned to one CPU, drives it with the C
 load generator (benchmarks/loadgen.c, built on first use) pinned to another,
 and stops it.  Servers are interleaved (A B C D A B C D ...) so that drift on
 the machine hits all of them alike.  W1-W5 are TCP (or Unix-socket) echo under
-steady load and idle connections, W6 is connection churn, W7 is UDP echo.  See
-benchmarks/README.md for what the workloads and columns mean.
+steady load and idle connections, W6 is connection churn, W7 is UDP echo, W9
+is ping-pong on 1% of 10 000 connections (gnetpy with and without idle
+timeouts).  See benchmarks/README.md for what the workloads and columns mean.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ DEFAULT_OUT = BENCH_DIR / "results"
 READY_TIMEOUT_S = 10.0       # a server must accept a connection (and start its workers) within this
 STOP_GRACE_S = 2.0           # SIGTERM, then SIGKILL after this
 LOADGEN_SLACK_S = 60.0       # connection setup and exit, beyond warm-up + duration
-IDLE_SETUP_TIMEOUT_S = 300.0  # W5: opening all idle connections
+IDLE_SETUP_TIMEOUT_S = 300.0  # W5, W9: opening all idle connections
+IDLE_RELEASE_TIMEOUT_S = STOP_GRACE_S + 10   # W5, W9: the idle load generator closing them and exiting
 FD_MARGIN = 100              # descriptors a server or loadgen needs besides connections
 UDP_PROBE_TIMEOUT_S = 0.2    # readiness of a UDP server: one datagram echoed within this
 # W6: the load generator's clients are spread over 127.0.0.1..127.0.0.N so that
@@ -82,7 +84,7 @@ class Workload:
     size: int = 64
     depth: int = 1
     idle: bool = False
-    mode: str = "load"         # load, idle, churn (a connection per request) or udp
+    mode: str = "load"         # load, idle, churn (a connection per request), udp, or mixed (W9)
 
     @property
     def udp(self) -> bool:
@@ -99,6 +101,9 @@ WORKLOADS = {
         Workload("W5", "idle conns: server RSS per connection", 10_000, idle=True, mode="idle"),
         Workload("W6", "50 clients: connect, 64 B ping-pong, close", 50, mode="churn"),
         Workload("W7", "50 UDP sockets x 64 B ping-pong", 50, mode="udp"),
+        # W9: `conns` active connections doing W1's ping-pong while --idle-conns
+        # minus them are held open, idle, by a second load generator.
+        Workload("W9", "10 000 conns, 1% active", 100, mode="mixed"),
     )
 }
 
@@ -219,6 +224,13 @@ GNETPY_VARIANTS = {
 }
 SERVERS.update(GNETPY_VARIANTS)
 
+# W9 "what idle-timeout bookkeeping costs": the gnetpy server with idle timeouts
+# on, against plain gnetpy (off) under the same load.  60 s: nothing times out
+# during a run (the idle load generator fails the run if a connection is closed).
+IDLE_TIMEOUT_S = 60
+GNETPY_IDLE = _gnetpy_variant("gnetpy-idle", 1, "--idle-timeout", str(IDLE_TIMEOUT_S))
+SERVERS[GNETPY_IDLE.name] = GNETPY_IDLE
+
 
 def add_baseline_server(checkout: Path) -> None:
     """Register server 'baseline': the echo examples of another checkout, with its own src/."""
@@ -234,8 +246,9 @@ def add_baseline_server(checkout: Path) -> None:
 
 
 # Run only when named: a measuring stick, not a contender (see servers/floor_echo.py),
-# and gnetpy's multi-loop arrangements (one CPU for all of them; see GNETPY_VARIANTS).
-ON_REQUEST = ("floor", *GNETPY_VARIANTS)
+# gnetpy's multi-loop arrangements (one CPU for all of them; see GNETPY_VARIANTS), and
+# gnetpy with idle timeouts on (W9's question; see GNETPY_IDLE).
+ON_REQUEST = ("floor", *GNETPY_VARIANTS, GNETPY_IDLE.name)
 DEFAULT_SERVERS = [name for name in SERVERS if name not in ON_REQUEST]
 
 LOAD_METRICS = (
@@ -259,15 +272,20 @@ CHURN_METRICS = (
     "loadgen_cpu_util",
 )
 UDP_METRICS = (*LOAD_METRICS, "lost")   # a message is a datagram
-METRICS = {"load": LOAD_METRICS, "idle": IDLE_METRICS, "churn": CHURN_METRICS, "udp": UDP_METRICS}
+MIXED_METRICS = ("idle_conns", *LOAD_METRICS)   # W9: the active connections' figures
+METRICS = {"load": LOAD_METRICS, "idle": IDLE_METRICS, "churn": CHURN_METRICS, "udp": UDP_METRICS,
+           "mixed": MIXED_METRICS}
 # Per mode: the throughput and the server CPU figure that get ratios, tables and charts.
 COMPARED = {
     "load": ("msgs_per_s", "server_user_us_per_msg"),
     "idle": ("kib_per_conn",),
     "churn": ("conns_per_s", "server_user_us_per_conn"),
     "udp": ("msgs_per_s", "server_user_us_per_msg"),
+    "mixed": ("msgs_per_s", "server_user_us_per_msg"),
 }
 REFERENCES = ("uvloop", "c")
+# W9 also compares with plain gnetpy: gnetpy-idle's ratio to it is the price of idle timeouts.
+MODE_REFERENCES = {"mixed": ("gnetpy", *REFERENCES)}
 
 
 @dataclass
@@ -609,11 +627,26 @@ def read_line(stream: Any, timeout: float) -> bytes:
     return buf
 
 
-def loadgen_failure(server: RunningServer, rc: int | None, stderr: bytes) -> HarnessError:
+def read_rest(stream: Any, timeout: float) -> bytes:
+    """What is left in a pipe until EOF, waiting at most `timeout` seconds in all."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not select.select([stream], [], [], remaining)[0]:
+            break
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def loadgen_failure(server: RunningServer, rc: int | None, stderr: bytes,
+                    what: str = "load generator") -> HarnessError:
     msg = stderr.decode(errors="replace").strip() or "(no message)"
     status = "timed out" if rc is None else f"exited with code {rc}"
     return HarnessError(
-        f"load generator {status} against the {server.name} server: {msg}\n"
+        f"{what} {status} against the {server.name} server: {msg}\n"
         f"{server.name} server output:\n{server.output()}"
     )
 
@@ -676,6 +709,60 @@ def run_idle(
     }
 
 
+def mixed_idle_count(conns: int, wl: Workload) -> int:
+    """W9's idle connections: --idle-conns (after the RLIMIT_NOFILE scaling) less the active ones."""
+    return max(1, conns - wl.conns)
+
+
+def run_mixed(
+    procs: Processes, loadgen: Path, server: RunningServer, wl: Workload, cfg: Config,
+    idle: int, cpu: int | None,
+) -> dict[str, Any]:
+    """W9: `idle` idle connections held open by one load generator while `wl.conns` more do
+    ping-pong from a second one, whose measured window gives msgs/s and server CPU per message.
+
+    The holder opens all of its connections (each proven served by an echo)
+    before the load starts, and must still be running after the window: a
+    connection the server closed (an idle timeout firing, say) ends it with an
+    error naming the connection, which fails the run.  Both load generators
+    are stopped and reaped on every path.
+    """
+    argv = [str(loadgen), *loadgen_target(server.addr), "--idle", "--conns", str(idle)]
+    holder = procs.spawn(argv, cpu, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    what = "idle load generator"
+
+    def holder_failed(rc: int | None) -> HarnessError:
+        return loadgen_failure(server, rc, read_rest(holder.stderr, STOP_GRACE_S), what)
+
+    try:
+        try:
+            line = read_line(holder.stdout, IDLE_SETUP_TIMEOUT_S)
+        except TimeoutError:
+            raise loadgen_failure(server, None, b"", what) from None
+        if not line:   # it exited before its report: its error is on stderr
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                holder.wait(STOP_GRACE_S)
+            raise holder_failed(holder.poll())
+        setup = json.loads(line)
+        if holder.poll() is not None:
+            raise holder_failed(holder.returncode)
+        result = run_load(procs, loadgen, server, wl, cfg, cpu)
+        if holder.poll() is not None:   # the server closed an idle connection during the run
+            raise holder_failed(holder.returncode)
+        assert holder.stdin is not None
+        holder.stdin.close()   # releases the idle connections
+        try:
+            rc = holder.wait(IDLE_RELEASE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise loadgen_failure(server, None, b"", what) from None
+        if rc != 0:
+            raise holder_failed(rc)
+    finally:
+        procs.stop(holder)
+    return {**result, "idle_conns": setup["connections"], "idle_setup_s": setup["setup_s"]}
+
+
 def run_once(
     procs: Processes, loadgen: Path, workdir: Path, server_name: str, wl: Workload,
     cfg: Config, idle_conns: int,
@@ -696,6 +783,9 @@ def run_once(
             wait_for_processes(server, 1 + spec.workers)
         if wl.idle:
             result = run_idle(procs, loadgen, server, idle_conns, loadgen_cpu)
+        elif wl.mode == "mixed":
+            result = run_mixed(procs, loadgen, server, wl, cfg, mixed_idle_count(idle_conns, wl),
+                               loadgen_cpu)
         else:
             result = run_load(procs, loadgen, server, wl, cfg, loadgen_cpu)
         server.check_alive("during the run")
@@ -730,7 +820,7 @@ def summarize(runs: list[dict[str, Any]], cfg: Config) -> dict[str, dict[str, An
             s["ratios"] = {
                 f"{m}_vs_{ref}": ratio(s[m]["median"], per_server[ref][m]["median"])
                 if ref in per_server else None
-                for m in compared for ref in REFERENCES
+                for m in compared for ref in MODE_REFERENCES.get(mode, REFERENCES)
             }
         summary[wl_name] = per_server
     return summary
@@ -781,7 +871,10 @@ CHURN_HEADER = ["workload", "server", "conns/s", "p99 µs", "user µs/conn", "sy
                 "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
 UDP_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/datagram",
               "sys µs/datagram", "lost", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
-HEADERS = {"load": LOAD_HEADER, "idle": IDLE_HEADER, "churn": CHURN_HEADER, "udp": UDP_HEADER}
+MIXED_HEADER = ["workload", "server", "idle conns", "msgs/s", "p99 µs", "user µs/msg", "sys µs/msg",
+                "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
+HEADERS = {"load": LOAD_HEADER, "idle": IDLE_HEADER, "churn": CHURN_HEADER, "udp": UDP_HEADER,
+           "mixed": MIXED_HEADER}
 
 
 def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]:
@@ -802,6 +895,15 @@ def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]
                     times(r["conns_per_s_vs_uvloop"]), times(r["conns_per_s_vs_c"]),
                     times(r["server_user_us_per_conn_vs_uvloop"]),
                     times(r["server_user_us_per_conn_vs_c"]),
+                ])
+            elif mode == "mixed":
+                rows.append([
+                    wl_name, srv, cell(s["idle_conns"]), cell(s["msgs_per_s"]),
+                    cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]),
+                    times(r["msgs_per_s_vs_uvloop"]), times(r["msgs_per_s_vs_c"]),
+                    times(r["server_user_us_per_msg_vs_uvloop"]),
+                    times(r["server_user_us_per_msg_vs_c"]),
                 ])
             elif mode == "udp":
                 rows.append([
@@ -847,7 +949,7 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def build_tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
-    """One table per kind of workload: W1-W4, W5, W6, W7."""
+    """One table per kind of workload: W1-W4, W5, W6, W7, W9."""
     tables = []
     for mode, header in HEADERS.items():
         rows = table_rows(results["summary"], mode)
@@ -884,12 +986,36 @@ def notes(results: dict[str, Any]) -> list[str]:
         out.append("W7: UDP on 127.0.0.1" + (" (--unix does not apply)" if cfg["unix"] else "")
                    + "; user/sys per datagram; lost: datagrams not echoed within the load "
                    "generator's timeout (counted, then replaced).")
+    if "W9" in wls:
+        out.append(f"W9: idle conns held open by one load generator while {WORKLOADS['W9'].conns} more "
+                   f"do 64 B ping-pong from a second one (both on the load generator CPU); msgs/s, p99 "
+                   f"and server CPU per message are the active connections'.  gnetpy-idle is gnetpy "
+                   f"with --idle-timeout {IDLE_TIMEOUT_S}; asyncio, uvloop and c have no idle timeout "
+                   f"and are there for context.")
+        if cost := idle_timeout_cost(results["summary"].get("W9", {})):
+            out.append(cost)
     for srv, reason in results["skipped"].items():
         out.append(f"SKIPPED {srv}: {reason}")
     for wl_name, per_server in results.get("skipped_workloads", {}).items():
         for srv, reason in per_server.items():
             out.append(f"SKIPPED {srv} in {wl_name}: {reason}")
     return out
+
+
+def idle_timeout_cost(per_server: dict[str, Any]) -> str | None:
+    """W9's note: gnetpy-idle / gnetpy user µs per message, when both ran."""
+    if "gnetpy" not in per_server or "gnetpy-idle" not in per_server:
+        return None
+    on, off = per_server["gnetpy-idle"], per_server["gnetpy"]
+    r = on["ratios"]["server_user_us_per_msg_vs_gnetpy"]
+    if r is None:
+        return None
+    on_us, off_us = on["server_user_us_per_msg"], off["server_user_us_per_msg"]
+    overlap = on_us["min"] <= off_us["max"] and off_us["min"] <= on_us["max"]
+    return (f"W9: idle_timeout costs {(r - 1) * 100:+.1f}% per message: gnetpy-idle / gnetpy user "
+            f"µs/msg = {r:.3f} ({cell(on_us)} against {cell(off_us)}, medians"
+            + ("; the ranges overlap, so the difference is within the run-to-run spread)."
+               if overlap and on["runs"] > 1 else ")."))
 
 
 def write_markdown(path: Path, results: dict[str, Any]) -> None:
@@ -953,6 +1079,8 @@ CHART_PANELS = {
               ("server_user_us_per_conn", "server user CPU µs/conn (lower is better)")),
     "udp": (("msgs_per_s", "datagrams/s (higher is better)"),
             ("server_user_us_per_msg", "server user CPU µs/datagram (lower is better)")),
+    "mixed": (("msgs_per_s", "msgs/s, 1% active (higher is better)"),
+              ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
     "idle": (("kib_per_conn", "server KiB per idle conn (lower is better)"),),
 }
 
@@ -1001,13 +1129,14 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def idle_conn_count(wanted: int) -> tuple[int, str | None]:
-    """W5's N, scaled down if RLIMIT_NOFILE's hard limit is too low for it."""
+def idle_conn_count(wanted: int, workloads: Sequence[str] = ("W5",)) -> tuple[int, str | None]:
+    """W5's N (W9's connections in all), scaled down if RLIMIT_NOFILE's hard limit is too low for it."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY or wanted + FD_MARGIN <= hard:
         return wanted, None
     n = max(1, hard - FD_MARGIN)
-    return n, (f"W5 used {n} connections instead of {wanted}: the RLIMIT_NOFILE hard "
+    which = " and ".join(w for w in ("W5", "W9") if w in workloads) or "W5"
+    return n, (f"{which} used {n} connections instead of {wanted}: the RLIMIT_NOFILE hard "
                f"limit is {hard} (raise it, e.g. `ulimit -Hn`, for the full count).")
 
 
@@ -1028,8 +1157,8 @@ def benchmark(cfg: Config) -> dict[str, Any]:
     loadgen = ensure_built("loadgen")
     if "c" in ran.servers:
         ensure_built("c_echo")
-    idle_conns, idle_note = idle_conn_count(cfg.idle_conns)
-    if not any(WORKLOADS[w].idle for w in cfg.workloads):
+    idle_conns, idle_note = idle_conn_count(cfg.idle_conns, cfg.workloads)
+    if not any(WORKLOADS[w].idle or WORKLOADS[w].mode == "mixed" for w in cfg.workloads):
         idle_note = None
     if idle_note:
         print(idle_note, file=sys.stderr)
@@ -1080,6 +1209,13 @@ def progress(run: dict[str, Any], cfg: Config) -> None:
         body = (f"{num(run['conns_per_s'])} conns/s  p99 {num(run['rtt_p99_us'])} us  "
                 f"user {num(run['server_user_us_per_conn'])} us/conn  "
                 f"sys {num(run['server_sys_us_per_conn'])} us/conn  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
+    elif "idle_conns" in run:   # W9
+        body = (f"{run['idle_conns']} idle + {run['connections']} active conns: "
+                f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_msg'])} us/msg  "
+                f"sys {num(run['server_sys_us_per_msg'])} us/msg  "
                 f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
                 f"{run['loadgen_cpu_util']:.0%})")
     elif run.get("mode") == "udp":
@@ -1161,9 +1297,10 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="comma-separated subset of " + ",".join(SERVERS)
                    + f" (default: all but {', '.join(ON_REQUEST)}; see benchmarks/README.md)")
     p.add_argument("--idle-conns", type=_positive(int),
-                   help="W5 connection count (default 10000; 2000 with --quick)")
+                   help="W5 connection count, and W9's in all: this many less its 100 active ones "
+                        "are held idle (default 10000; 2000 with --quick)")
     p.add_argument("--unix", action="store_true",
-                   help="Unix domain sockets instead of TCP (W1-W6; W7 stays UDP)")
+                   help="Unix domain sockets instead of TCP (W1-W6, W9; W7 stays UDP)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory (default benchmarks/results)")
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",

@@ -6,6 +6,7 @@ its threads joined) even when the test fails; every wait here has a timeout.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import selectors
@@ -222,12 +223,27 @@ def child_processes() -> list[int]:
     return pids
 
 
+def open_sockets() -> set[int]:
+    sockets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                sockets.add(int(fd))
+        except OSError:  # closed meanwhile
+            pass
+    return sockets
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_threads_or_processes() -> Iterator[None]:
-    """Every test must leave no gnetpy thread and no child process behind."""
+def no_leaked_threads_processes_or_sockets() -> Iterator[None]:
+    """Every test must leave no gnetpy thread, no child process and no socket behind."""
+    before = open_sockets()
     yield
     wait_for(lambda: not gnetpy_threads(), timeout=WAIT)
     wait_for(lambda: not child_processes(), timeout=WAIT)
+    gc.collect()  # a socket only a reference cycle still holds is the test's garbage, not a leak
+    left = open_sockets() - before
+    assert not left, f"the test left {len(left)} socket(s) open: {sorted(left)}"
 
 
 # -- pollers, socket pairs, wakers (the poller, waker and task-queue tests) ------------------

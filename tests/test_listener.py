@@ -99,9 +99,9 @@ def test_tcp_on_the_ipv6_wildcard_accepts_ipv4_too(listeners: list[Listener]) ->
         conn.close()
 
 
-def test_udp_listener_is_not_available_in_this_version() -> None:
+def test_a_stream_listener_refuses_a_udp_address() -> None:
     before = open_fds()
-    with pytest.raises(UnsupportedProtocolError, match="UDP serving is not available"):
+    with pytest.raises(UnsupportedProtocolError, match="datagram sockets are udp.DatagramListener's"):
         Listener(parse_address("udp://127.0.0.1:0"), Options())
     assert open_fds() == before
 

@@ -23,7 +23,7 @@ from conftest import (
     sockopt,
     wait_for,
 )
-from gnetpy import InvalidAddressError, Options, UnsupportedProtocolError
+from gnetpy import InvalidAddressError, Options
 from gnetpy.sockopts import (
     configure_accepted,
     set_bind_to_device,
@@ -216,21 +216,19 @@ def test_engine_with_tcp_no_delay_off(serve: Any) -> None:
     assert probe.seen[0]["nodelay"] == 0
 
 
-@pytest.mark.parametrize("addr", ["udp://127.0.0.1:0", "udp4://127.0.0.1:0", "udp6://[::1]:0"])
-def test_start_refuses_udp_in_this_version(addr: str) -> None:
-    before = open_fds()
-    with pytest.raises(UnsupportedProtocolError, match="UDP serving is not available"):
-        gnetpy.start(gnetpy.EventHandler(), addr)
-    assert open_fds() == before
-
-
-def test_start_refuses_udp_among_other_addresses_and_releases_them(tmp_path: Any) -> None:
-    before = open_fds()
-    path = tmp_path / "first.sock"
-    with pytest.raises(UnsupportedProtocolError):
-        gnetpy.start(gnetpy.EventHandler(), [f"unix://{path}", "tcp://127.0.0.1:0", "udp://127.0.0.1:0"])
-    assert open_fds() == before
-    assert not path.exists()
+def test_a_udp_port_in_use_fails_the_start_and_releases_the_other_addresses(tmp_path: Any) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEPORT: nobody may share it
+    taken.bind(("127.0.0.1", 0))
+    try:
+        before = open_fds()
+        path = tmp_path / "first.sock"
+        with pytest.raises(OSError, match="cannot bind 'udp://127.0.0.1:"):
+            gnetpy.start(gnetpy.EventHandler(), [f"unix://{path}", "tcp://127.0.0.1:0",
+                                                 f"udp://127.0.0.1:{taken.getsockname()[1]}"])
+        assert open_fds() == before
+        assert not path.exists()
+    finally:
+        taken.close()
 
 
 def test_start_with_a_bad_address_binds_nothing(tmp_path: Any) -> None:

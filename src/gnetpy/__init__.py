@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import logging
 
+from .client import Client
 from .conn import Conn
 from .engine import Engine
 from .errors import (
+    CodecError,
     ConnClosedError,
     EngineStoppedError,
     GnetError,
     InvalidAddressError,
+    LimitExceededError,
     ShortBufferError,
+    TooLongFrameError,
+    UnsupportedOperationError,
     UnsupportedProtocolError,
 )
 from .eventloop import EventLoop
@@ -34,6 +39,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "Client",
+    "CodecError",
     "Conn",
     "ConnClosedError",
     "Engine",
@@ -42,10 +49,13 @@ __all__ = [
     "EventLoop",
     "GnetError",
     "InvalidAddressError",
+    "LimitExceededError",
     "LoadBalancing",
     "Options",
     "ShortBufferError",
     "TimerHandle",
+    "TooLongFrameError",
+    "UnsupportedOperationError",
     "UnsupportedProtocolError",
     "rotate",
     "run",

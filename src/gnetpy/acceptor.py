@@ -8,6 +8,11 @@ target may be an ``EventLoop`` in this process or, in process mode, a worker
 that receives the descriptor over a socket pair: the acceptor does not know
 or care which.
 
+``max_connections``: before each accept the acceptor asks whether the
+engine has room; when it has not, the listener leaves the poller (pending
+connections wait in the kernel's backlog, and are served in order as others
+leave) -- a log line when it fills and when it empties, no spinning.
+
 Running out of descriptors (EMFILE/ENFILE) is the classic way a reactor
 melts: the listener stays readable, accept fails at once, and the loop spins
 at 100% CPU while nothing is served.  An acceptor that hits it takes its
@@ -41,6 +46,9 @@ _PEER_GONE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENOPROTOOPT, 
               errno.ENETDOWN, errno.ETIMEDOUT}
 BACKOFF_MIN = 0.01
 BACKOFF_MAX = 1.0
+# At max_connections, how often to look whether a connection has gone (the
+# engine's count is several loops' counters: no one event says "below").
+ROOM_CHECK = 0.01
 
 
 class HandOverTarget(Protocol):
@@ -52,7 +60,7 @@ class HandOverTarget(Protocol):
 class Acceptor:
     def __init__(self, listener: Listener, poller: Poller, pick: Callable[[Any], HandOverTarget],
                  call_later: Callable[[float, Callable[[], Any]], Any], opts: Options,
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, admit: Callable[[], bool] | None = None) -> None:
         self._listener = listener
         self._sock = listener.sock
         self.fd = listener.fd
@@ -66,6 +74,8 @@ class Acceptor:
         self._backoff = 0.0
         self._registered = False
         self._stopped = False
+        self._admit = admit  # max_connections: False while the engine is full
+        self._full = False
 
     def start(self) -> None:
         if not self._stopped and not self._registered:
@@ -83,6 +93,9 @@ class Acceptor:
 
     def on_acceptable(self, events: int = 0) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self._admit is not None and not self._admit():
+                self._wait_for_room()
+                return
             try:
                 sock, addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -103,6 +116,25 @@ class Acceptor:
                 continue
             remote = format_addr(addr)
             self._pick(remote).hand_over(sock, remote)
+
+    def _wait_for_room(self) -> None:
+        """max_connections reached: stop accepting (the backlog holds the rest) and look again shortly."""
+        if not self._full:
+            self._full = True
+            self._logger.warning("gnetpy: max_connections (%d) reached on %s: accepting paused",
+                                 self._opts.max_connections, self._listener.address.text)
+        self._unregister()
+        self._call_later(ROOM_CHECK, self._check_room)
+
+    def _check_room(self) -> None:
+        if self._stopped:
+            return
+        if self._admit is not None and not self._admit():
+            self._call_later(ROOM_CHECK, self._check_room)
+            return
+        self._full = False
+        self._logger.info("gnetpy: below max_connections again: accepting on %s", self._listener.address.text)
+        self.start()
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))

@@ -46,8 +46,13 @@ class Address:
         return "\0" + self.path[1:] if self.path.startswith("@") else self.path
 
 
-def parse_address(text: str) -> Address:
-    """Parse ``scheme://host:port`` or ``unix:///path``; raise naming what is wrong."""
+def parse_address(text: str, *, dial: bool = False) -> Address:
+    """Parse ``scheme://host:port`` or ``unix:///path``; raise naming what is wrong.
+
+    To listen (the default), a host name is resolved here and an empty host is
+    every interface.  To ``dial``, a name is kept for ``dial.resolve`` to look
+    up off the event loop, and an empty host is this machine (as in Go).
+    """
     if not isinstance(text, str):
         raise InvalidAddressError(f"address {text!r}: expected a string like 'tcp://127.0.0.1:9000'")
     scheme, sep, rest = text.partition("://")
@@ -67,19 +72,26 @@ def parse_address(text: str) -> Address:
                                       f"the kernel's limit is {UNIX_PATH_MAX}")
         return Address(text, "unix", socket.AF_UNIX, path=rest)
     if scheme in _STREAM_SCHEMES:
-        return _parse_inet(text, "tcp", _STREAM_SCHEMES[scheme], rest, scheme.endswith("6"))
+        return _parse_inet(text, "tcp", _STREAM_SCHEMES[scheme], rest, scheme.endswith("6"), dial)
     if scheme in _DGRAM_SCHEMES:
-        return _parse_inet(text, "udp", _DGRAM_SCHEMES[scheme], rest, scheme.endswith("6"))
+        return _parse_inet(text, "udp", _DGRAM_SCHEMES[scheme], rest, scheme.endswith("6"), dial)
     raise UnsupportedProtocolError(f"address {text!r}: unsupported scheme {scheme!r}; "
                                    f"accepted: {', '.join(s + '://' for s in SCHEMES)}")
 
 
-def _parse_inet(text: str, network: str, family: int, rest: str, v6only: bool) -> Address:
+def _parse_inet(text: str, network: str, family: int, rest: str, v6only: bool, dial: bool) -> Address:
     host, port = _split_host_port(text, rest)
     if not host:
-        # An empty host means every interface of the requested family.
-        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    host, family = _resolve(text, host, port, family)
+        # To listen: every interface of the family.  To dial: this machine.
+        if dial:
+            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        else:
+            host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    literal = _literal_family(text, host, family)
+    if literal is not None:
+        family = literal
+    elif not dial:
+        host, family = _resolve(text, host, port, family)
     return Address(text, network, family, host=host, port=port, v6only=v6only)
 
 
@@ -105,17 +117,29 @@ def _split_host_port(text: str, rest: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _resolve(text: str, host: str, port: int, family: int) -> tuple[str, int]:
+def is_ip_literal(host: str) -> bool:
+    """An IP address written out (nothing to look up), an IPv6 scope included."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _literal_family(text: str, host: str, family: int) -> int | None:
+    """The family of an IP literal ``host`` (checked against the scheme's), None for a name."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        ip = None
-    if ip is not None:
-        literal_family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        if family not in (socket.AF_UNSPEC, literal_family):
-            raise InvalidAddressError(f"address {text!r}: {host} is not an IPv{6 if family == socket.AF_INET6 else 4} "
-                                      f"address, as the scheme requires")
-        return host, literal_family
+        return None
+    literal_family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    if family not in (socket.AF_UNSPEC, literal_family):
+        raise InvalidAddressError(f"address {text!r}: {host} is not an IPv{6 if family == socket.AF_INET6 else 4} "
+                                  f"address, as the scheme requires")
+    return literal_family
+
+
+def _resolve(text: str, host: str, port: int, family: int) -> tuple[str, int]:
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except socket.gaierror as exc:

@@ -166,13 +166,15 @@ class InboundBuffer:
                 # The handler kept a view from peek(): leave that buffer to it.
                 self._src = bytearray(src) + data
 
-    def _settle(self) -> None:
-        """After ``on_traffic``: keep what the handler left, in a buffer of our own."""
+    def _settle(self) -> int:
+        """After ``on_traffic``: keep what the handler left, in a buffer of our own; return its size."""
         src: Any = self._src
         pos = self._pos
         if pos >= len(src):
             self._src = NOTHING
-        elif src.__class__ is bytes:
+            self._pos = 0
+            return 0
+        if src.__class__ is bytes:
             # A fresh read, partly consumed: copy the rest, let the read go.
             self._src = bytearray(memoryview(src)[pos:])
         elif pos:
@@ -181,6 +183,7 @@ class InboundBuffer:
             except BufferError:
                 self._src = bytearray(memoryview(src)[pos:])
         self._pos = 0
+        return len(self._src)
 
     def _adapt_read_size(self, got: int, small: int, large: int) -> None:
         """After a read of ``got`` bytes: grow on a full small read, shrink after small large-mode reads.

@@ -41,11 +41,14 @@ Callback = Optional[Callable[["Conn", Optional[BaseException]], Any]]
 
 _NOTHING_QUEUED: Any = ()
 _write = os.write
+# Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
+PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
+PAUSED_BY_USER = 2  # pause_reading()
 
 
 class Conn(InboundBuffer):
     __slots__ = ("_fd", "_sock", "_loop", "_out", "_state", "_err", "_remote", "_local", "_close_callbacks",
-                 "context", "__weakref__")
+                 "_seen", "_paused", "_codec_state", "context", "__weakref__")
 
     def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, read_size: int) -> None:
         # InboundBuffer.__init__, inlined: one Python call less per connection.
@@ -64,6 +67,9 @@ class Conn(InboundBuffer):
         self._remote = remote
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
+        self._seen = 0.0  # when it last read (the loop's clock; idle timeouts: deadlines.py)
+        self._paused = 0  # why reading is off: PAUSED_BY_QUEUE | PAUSED_BY_USER (0: reading)
+        self._codec_state: Any = None  # the codec option's per-connection state (codec.py)
         self.context: Any = None
 
     # -- outbound -----------------------------------------------------------
@@ -119,6 +125,29 @@ class Conn(InboundBuffer):
         if self._out and self._state != CLOSED:
             self._loop._flush(self)
 
+    def pause_reading(self) -> None:
+        """Stop reading from this connection until ``resume_reading()`` (loop-only).
+
+        The loop also stops reading on its own while the outbound queue is
+        above ``write_high_water`` (a peer that does not read must not make us
+        buffer without bound) and resumes under ``write_low_water``, calling
+        ``on_drained(c)``.  The two are independent: reading resumes when
+        neither holds it.  A relay pauses one side while the other's queue is
+        full, and resumes it from the other's ``on_drained`` (examples/proxy.py).
+        """
+        self._check_open("pause_reading")
+        self._loop._pause_reading(self, PAUSED_BY_USER)
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()`` (loop-only); bytes that arrived meanwhile are delivered then."""
+        self._check_open("resume_reading")
+        self._loop._resume_reading(self, PAUSED_BY_USER)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is off (``pause_reading()``, or the outbound queue above its high-water mark)."""
+        return bool(self._paused)
+
     def send_to(self, data: Any, addr: Any) -> int:
         """UDP only: send a datagram to ``addr``."""
         raise UnsupportedProtocolError("send_to is for UDP connections; this one is a stream (use write)")
@@ -131,7 +160,10 @@ class Conn(InboundBuffer):
             if out is _NOTHING_QUEUED:
                 out = self._out = OutboundBuffer(self._loop._write_chunk)
             self._loop._want_write(self)
-        return out.append_data(data)
+        size = out.append_data(data)
+        if out.nbytes > self._loop._high_water and not self._paused & PAUSED_BY_QUEUE:
+            self._loop._pause_reading(self, PAUSED_BY_QUEUE)  # backpressure: see pause_reading
+        return size
 
     def _queue_rest(self, data: Any, sent: int) -> int:
         size = _nbytes(data)
@@ -150,15 +182,28 @@ class Conn(InboundBuffer):
     # -- safe from any thread -------------------------------------------------
 
     def async_write(self, data: Any, callback: Callback = None) -> None:
-        """Write ``data`` from any thread; ``callback(conn, err)`` runs on the loop once it is written or queued."""
+        """Write ``data`` from any thread; ``callback(conn, err)`` runs on the loop once it is written or queued.
+
+        Bounded: while what this connection has waiting -- queued, or handed
+        to the loop and not yet written -- is at ``async_write_limit`` (16 MiB)
+        or more, it raises ``LimitExceededError`` instead of taking more: a
+        peer that does not read cannot make a producing thread fill memory.
+        Wait for the callback of an earlier write (or ``on_drained``) first.
+        """
         if data.__class__ is not bytes:
             data = bytes(data)  # the caller may reuse its buffer as soon as we return
-        self._submit(True, callback, self._write_on_loop, data, callback)
+        size = len(data)
+        self._loop._reserve_async(self, size)
+        if not self._submit(True, callback, self._write_on_loop, data, callback, size):
+            self._loop._release_async(self, size)
 
     def async_writev(self, buffers: Iterable[Any], callback: Callback = None) -> None:
         """``writev`` from any thread; see ``async_write``."""
         snapshot = [piece if piece.__class__ is bytes else bytes(piece) for piece in buffers]
-        self._submit(True, callback, self._writev_on_loop, snapshot, callback)
+        size = sum(len(piece) for piece in snapshot)
+        self._loop._reserve_async(self, size)
+        if not self._submit(True, callback, self._writev_on_loop, snapshot, callback, size):
+            self._loop._release_async(self, size)
 
     def wake(self, callback: Callback = None) -> None:
         """Run ``on_traffic`` on the loop even though no data arrived."""
@@ -168,20 +213,26 @@ class Conn(InboundBuffer):
         """Close from any thread, after what is queued has been sent; ``on_close`` gets ``err=None``."""
         self._submit(False, callback, self._close_on_loop, callback)
 
-    def _submit(self, urgent: bool, callback: Callback, fn: Callable[..., Any], *args: Any) -> None:
-        if not self._loop._submit(urgent, fn, *args) and callback is not None:
+    def _submit(self, urgent: bool, callback: Callback, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue a task body for the loop; False (and the callback told, here) once the loop has stopped."""
+        if self._loop._submit(urgent, fn, *args):
+            return True
+        if callback is not None:
             # The loop is gone: tell the callback here, on the caller's thread.
             try:
                 callback(self, EngineStoppedError(f"event loop {self._loop.index} has stopped"))
             except Exception:  # on the caller's thread: its BaseExceptions are its own
                 self._loop._logger.exception("gnetpy: callback %r raised", callback)
+        return False
 
     # The task bodies: these run on the loop.
 
-    def _write_on_loop(self, data: bytes, callback: Callback) -> None:
+    def _write_on_loop(self, data: bytes, callback: Callback, size: int) -> None:
+        self._loop._release_async(self, size)
         self._after_write(self.write(data) if self._state == OPEN else -1, callback)
 
-    def _writev_on_loop(self, pieces: list[bytes], callback: Callback) -> None:
+    def _writev_on_loop(self, pieces: list[bytes], callback: Callback, size: int) -> None:
+        self._loop._release_async(self, size)
         self._after_write(self.writev(pieces) if self._state == OPEN else -1, callback)
 
     def _after_write(self, result: int, callback: Callback) -> None:

@@ -30,13 +30,14 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from .address import Address, AddrInfo, parse_address
+from .counters import SharedCounterTable
 from .eventloop import EventLoop
 from .handler import Action, EventHandler
-from .counters import SharedCounterTable
-from .lb import new_balancer
 from .inherit import forget_inherited
+from .lb import new_balancer
 from .listener import Listener, PortHolder
 from .options import Options
+from .udp import DatagramListener, reserve_port
 from .workers import START_TIMEOUT, WorkerProcess, WorkerSpec, pick_available
 
 # Used when stop() is given no timeout: long enough to flush any reasonable
@@ -73,8 +74,6 @@ class Engine:
     def __init__(self, handler: EventHandler, addrs: Sequence[str], opts: Options) -> None:
         if not isinstance(handler, EventHandler):
             raise TypeError(f"handler: expected a gnetpy.EventHandler subclass instance, got {type(handler).__name__}")
-        if not addrs:
-            raise ValueError("addrs: give at least one address, e.g. 'tcp://127.0.0.1:9000'")
         self._handler = handler
         self._opts = opts
         self._logger = opts.log
@@ -85,6 +84,7 @@ class Engine:
         self._processes = opts.use_processes()
         self._holders: list[PortHolder] = []  # process mode, reuse_port: the ports the workers bind
         self._own_addresses: list[Address] = []  # what each worker binds itself then
+        self._datagram_listeners: list[list[DatagramListener]] = []  # thread mode: one per loop, per udp address
         self._loops: list[LoopHandle] = []
         # Accepts and hands over in main-reactor mode; in process mode, also supervises the workers.
         self._main_reactor: EventLoop | None = None
@@ -226,8 +226,8 @@ class Engine:
         count = len(self._loops)
         where = (f"{count} worker process{'es' if count > 1 else ''}" if self._processes
                  else f"{count} thread{'s' if count > 1 else ''}")
-        self._logger.info("gnetpy: serving %s with %d event loop%s in %s", ", ".join(map(str, self._addrs)),
-                          count, "s" if count > 1 else "", where)
+        what = f"serving {', '.join(map(str, self._addrs))}" if self._addrs else "client"
+        self._logger.info("gnetpy: %s with %d event loop%s in %s", what, count, "s" if count > 1 else "", where)
 
     def _start_loops(self) -> None:
         """Start every loop (thread mode) or fork every worker, then wait until all serve."""
@@ -242,6 +242,9 @@ class Engine:
     def _bind_all(self) -> None:
         count = self._opts.event_loop_count()
         for address in self._addresses:
+            if address.network == "udp":
+                self._bind_datagrams(address, count)
+                continue
             if self._processes and self._opts.reuse_port and address.network == "tcp":
                 # Each worker binds its own listener; the parent only fixes the
                 # port (port 0 included) with a socket that never listens.
@@ -261,6 +264,19 @@ class Engine:
                 for _ in range(count - 1):
                     self._listeners.append(Listener(same_port, self._opts))
 
+    def _bind_datagrams(self, address: Address, count: int) -> None:
+        """UDP: every loop owns a socket on the port (SO_REUSEPORT); in process mode each worker binds its own."""
+        if self._processes:
+            port = reserve_port(address)
+            self._own_addresses.append(dataclasses.replace(address, port=port))
+            self._addrs.append((address.host, port))
+            return
+        first = DatagramListener(address, self._opts)
+        same_port = dataclasses.replace(address, port=int(first.addr[1]))
+        group = [first] + [DatagramListener(same_port, self._opts) for _ in range(count - 1)]
+        self._datagram_listeners.append(group)
+        self._addrs.append(first.addr)
+
     def _per_loop_listeners(self, address: Address, count: int) -> bool:
         # Linux has no SO_REUSEPORT for unix sockets: one socket, shared by the loops.
         return self._opts.reuse_port and count > 1 and address.network != "unix" and not self._processes
@@ -274,21 +290,24 @@ class Engine:
         for i in range(count):
             loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
             self._loops = list(loops)  # as each is built: a failure releases the ones before
+        for udp_group in self._datagram_listeners:
+            for loop, datagrams in zip(loops, udp_group):
+                loop.add_datagram(datagrams)
         if count > 1 and not self._opts.reuse_port:
             self._main_reactor = EventLoop(-1, self._opts, self._handler, self._loop_wants_stop)
             balancer = new_balancer(self._opts.lb, loops)
             for listener in self._listeners:
-                self._main_reactor.add_listener(listener, balancer.next)
+                self._main_reactor.add_listener(listener, balancer.next, admit=self._admit)
             return
         per_address = iter(self._listeners)
         for listener in per_address:
             if self._per_loop_listeners(listener.address, count):
                 group = [listener] + [next(per_address) for _ in range(count - 1)]
                 for loop, own in zip(loops, group):
-                    loop.add_listener(own, _itself(loop))
+                    loop.add_listener(own, _itself(loop), admit=self._admit)
             else:
                 for loop in loops:
-                    loop.add_listener(listener, _itself(loop), exclusive=count > 1)
+                    loop.add_listener(listener, _itself(loop), exclusive=count > 1, admit=self._admit)
 
     def _build_workers(self, count: int) -> None:
         """Process mode: the workers' handles, and the main reactor that accepts and supervises."""
@@ -298,7 +317,8 @@ class Engine:
         # listeners itself, as one loop does in thread mode (no hand-over).
         shared = list(self._listeners) if count == 1 else []
         spec = WorkerSpec(self._handler, self._opts, self._own_addresses, shared, forget_inherited,
-                          self._worker_loop, lambda address: Listener(address, self._opts), self._logger)
+                          self._worker_loop, lambda address: Listener(address, self._opts), self._logger,
+                          self._admit)
         workers = [WorkerProcess(i, spec, table.slot(i), self._main_reactor, self._loop_wants_stop)
                    for i in range(count)]
         spec.workers.extend(workers)
@@ -307,10 +327,18 @@ class Engine:
             return
         pick = pick_available(new_balancer(self._opts.lb, workers).next, workers, self._logger)
         for listener in self._listeners:  # all of them; with reuse_port only the unix ones are here
-            self._main_reactor.add_listener(listener, pick)
+            self._main_reactor.add_listener(listener, pick, admit=self._admit)
 
     def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
         return EventLoop(index, self._opts, self._handler, request_stop)
+
+    @property
+    def _admit(self) -> Callable[[], bool] | None:
+        """With ``max_connections``: may an acceptor take one more?  (In a worker too: the counts are shared.)"""
+        limit = self._opts.max_connections
+        if not limit:
+            return None
+        return lambda: self.count_connections() < limit
 
     # -- stop ------------------------------------------------------------------
 
@@ -366,6 +394,9 @@ class Engine:
             listener.close()
         for holder in self._holders:
             holder.close()
+        for group in self._datagram_listeners:
+            for datagrams in group:
+                datagrams.close()
 
 
 def _itself(loop: EventLoop) -> Any:

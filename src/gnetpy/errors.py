@@ -44,3 +44,12 @@ class CodecError(GnetError):
 
 class TooLongFrameError(CodecError):
     """A frame is longer than the decoder's max_frame_length."""
+
+
+class LimitExceededError(GnetError):
+    """A bound was reached: a connection's unconsumed input (``max_inbound_buffered``), or the
+    cross-thread writes waiting for a connection above its ``write_high_water``."""
+
+
+class UnsupportedOperationError(GnetError):
+    """An operation this kind of connection cannot do (``writev`` on a datagram connection)."""

@@ -36,15 +36,18 @@ from . import inherit
 from .acceptor import Acceptor
 from .buffer import NOTHING, SMALL_READ
 from .closing import GracefulClose
+from .conn import PAUSED_BY_QUEUE
 from .counters import Counters, LocalCounters, count
+from .deadlines import IdleWheel
+from .dial import Connect, DialCallback, start_dial
 from .errors import EngineStoppedError
-from .handler import Action
 from .lifecycle import ConnLifecycle
-from .poller import IN, OUT, READ_EVENTS, new_poller
+from .poller import ERR, HUP, IN, OUT, READ_EVENTS, new_poller
 from .runloop import LoopRunner
 from .state import CLOSED, FLUSHING, OPEN
 from .taskqueue import TaskQueue
-from .timers import TimerHandle, TimerHeap, is_delay, parse_tick
+from .timers import TimerHandle, TimerHeap, is_delay
+from .udp import DatagramListener, DatagramSocket
 from .waker import Waker
 
 if TYPE_CHECKING:
@@ -89,6 +92,20 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._read_size = opts.read_buffer_cap
         self._small_read = min(SMALL_READ, opts.read_buffer_cap)
         self._write_chunk = opts.write_buffer_cap
+        self._high_water, self._low_water = opts.water_marks
+        self._max_inbound = opts.max_inbound_buffered
+        # Bytes async_write has accepted for a connection and the loop not yet
+        # written (only connections with some are here), under its own lock:
+        # the writers are other threads.
+        self._async_pending: dict[Conn, int] = {}
+        self._async_lock = threading.Lock()
+        self._dials: set[Connect] = set()  # connects in progress (dial.py)
+        self._idle = (IdleWheel(opts.idle_timeout, self.call_later, self._idle_expired)
+                      if opts.idle_timeout else None)
+        # What the reactor calls with inbound data: the handler's on_traffic,
+        # or, with the codec option, the frame dispatcher that calls on_frame.
+        self._on_traffic = handler.on_traffic if opts.codec is None else self._dispatch_frames
+        self._now = 0.0  # the loop's clock, read once per poll iteration when idle timeouts are on
         # The one event mask served inline by _poll_loop ("readable, nothing
         # else"); -1 serves none.  Edge-triggered events all go through
         # _on_event (read until drained).  Tests set -1 to compare the inline
@@ -105,6 +122,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._watchers: dict[int, Callable[[int], Any]] = {self._waker.fd: self._on_wake_up}
         self._poller.register_listener(self._waker.fd)
         self._acceptors: list[Acceptor] = []
+        self._datagrams: list[DatagramSocket] = []
         self._doomed: list[Conn] = []
         # Edge-triggered only: connections whose read or write stopped at the
         # per-iteration byte budget, resumed on the next iteration.
@@ -141,6 +159,22 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             raise EngineStoppedError(f"event loop {self.index} has stopped")
         return handle
 
+    def dial(self, addr: str, callback: DialCallback, timeout: float | None = None, *, context: Any = None) -> None:
+        """Connect to ``addr`` from this loop; ``callback(conn, err)`` runs on this loop with the outcome.
+
+        Safe from any thread, and never blocks: a host name is resolved on a
+        helper thread, the connect completes on the loop.  On success
+        ``on_open`` has run when the callback gets the ``Conn``; on failure
+        the callback gets ``(None, err)`` -- ``ConnectionRefusedError``,
+        ``TimeoutError`` after ``timeout`` seconds, an ``OSError`` -- and
+        nothing is left open.  ``context`` is the new connection's
+        ``c.context`` before its ``on_open`` runs (how a handler tells the
+        connections it dialed from those it accepted).  A proxy dials its
+        backend from ``on_open`` of the client connection and pairs the two
+        in the callback: both are then on this loop, no lock needed.
+        """
+        start_dial(self, addr, callback, timeout, context)
+
     def enroll(self, sock: socket.socket, timeout: float | None = None) -> Conn:
         """Adopt a connected socket as a connection of this loop; returns once ``on_open`` has run.
 
@@ -171,11 +205,16 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
 
     # -- the engine's side ---------------------------------------------------
 
-    def add_listener(self, listener: Listener, pick: Callable[[Any], HandOverTarget], exclusive: bool = False) -> None:
-        """Accept on ``listener`` once running, giving each socket to ``pick(remote)``."""
-        acceptor = Acceptor(listener, self._poller, pick, self.call_later, self._opts, exclusive)
+    def add_listener(self, listener: Listener, pick: Callable[[Any], HandOverTarget], exclusive: bool = False,
+                     admit: Callable[[], bool] | None = None) -> None:
+        """Accept on ``listener`` once running, giving each socket to ``pick(remote)`` -- while ``admit()``."""
+        acceptor = Acceptor(listener, self._poller, pick, self.call_later, self._opts, exclusive, admit)
         self._acceptors.append(acceptor)
         self._watchers[acceptor.fd] = acceptor.on_acceptable
+
+    def add_datagram(self, listener: DatagramListener) -> None:
+        """Serve a bound datagram socket on this loop (udp.py), once running."""
+        self._datagrams.append(DatagramSocket(self, listener.sock, self._opts))
 
     def _watch(self, fd: int, on_event: Callable[[int], Any]) -> None:
         """Serve ``fd``'s readiness with ``on_event(events)`` (on the loop; a worker's channel, say)."""
@@ -208,7 +247,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         read_size = self._read_size
         small_read = self._small_read
         nothing = NOTHING
-        on_traffic = self._handler.on_traffic
+        on_traffic = self._on_traffic
         on_other_fd = self._on_other_fd
         on_event = self._on_event
         deliver = self._deliver
@@ -222,6 +261,9 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         monotonic = time.monotonic
         length = len
         readable_only = self._inline_events
+        max_inbound = self._max_inbound
+        idle = self._idle is not None
+        now = 0.0
         maxevents = 64
 
         while self._running:
@@ -232,10 +274,14 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             else:
                 timeout = -1
             events = poll(timeout, maxevents)
+            if idle:
+                now = self._now = monotonic()
             for fd, ev in events:
                 try:
                     c = conns[fd]
                 except KeyError:
+                    c = None
+                if c is None:  # outside the except block: its errors carry no KeyError context
                     on_other_fd(fd, ev)
                     continue
                 if ev != readable_only:
@@ -250,6 +296,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                     close(c, exc, False)
                     continue
                 if data:
+                    c._seen = now
                     if length(data) == size if size == small_read else length(data) <= small_read:
                         c._adapt_read_size(length(data), small_read, read_size)
                     if c._src is nothing:
@@ -261,8 +308,9 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                         except BaseException as exc:
                             on_raise(c, exc)
                             continue
-                        if c._src is not nothing:
-                            c._settle()
+                        if c._src is not nothing and c._settle() > max_inbound:
+                            self._inbound_over_limit(c)
+                            continue
                         if action:
                             on_action(c, action)
                     else:
@@ -289,7 +337,8 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
 
     def _on_event(self, c: Conn, fd: int, ev: int) -> None:
         """Any event of an open connection but "readable, nothing else" in level-triggered mode."""
-        if ev & READ_EVENTS:
+        # Paused: no reading -- but an error or hang-up is still read (and closes it).
+        if ev & READ_EVENTS and (not c._paused or ev & (ERR | HUP)):
             if self._edge_triggered:
                 self._read_edge(c)
             else:
@@ -317,6 +366,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         if not data:
             self._close(c, EOFError("connection closed by the peer"), True)
             return 0
+        c._seen = self._now
         small = self._small_read
         if len(data) == size if size == small else len(data) <= small:
             c._adapt_read_size(len(data), small, self._read_size)
@@ -327,12 +377,13 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         """``on_traffic`` over what ``c`` has buffered plus ``data`` (empty for a wake-up), then its action."""
         c._receive(data)
         try:
-            action = self._handler.on_traffic(c)
+            action = self._on_traffic(c)
         except BaseException as exc:
             self._callback_raised(c, exc)
             return
-        if c._src is not NOTHING:
-            c._settle()
+        if c._src is not NOTHING and c._settle() > self._max_inbound:
+            self._inbound_over_limit(c)
+            return
         if action:
             self._act(c, action)
 
@@ -344,7 +395,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         while True:
             size = c._read_size
             got = self._read_once(c, fd)
-            if not got or c._state != OPEN or c._err is not None:
+            if not got or c._state != OPEN or c._err is not None or c._paused:
                 return
             if got < size:
                 return  # drained for now: more data will raise a new edge
@@ -362,7 +413,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             # after EAGAIN, so make sure the next iteration tries.
             self._busy_write[c._fd] = c
         elif c._state == OPEN:
-            self._poller.modify(c._fd, IN | OUT)
+            self._poller.modify(c._fd, OUT if c._paused else IN | OUT)
 
     def _flush(self, c: Conn) -> None:
         out = c._out
@@ -375,53 +426,31 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         except OSError as exc:
             self._close(c, exc, False)
             return
+        if c._paused & PAUSED_BY_QUEUE and out.nbytes <= self._low_water:
+            self._drained(c)
         if out:
             if self._edge_triggered:
                 self._busy_write[fd] = c
             return
         if c._state == FLUSHING:
             self._flushed(c)
-        elif not self._edge_triggered:
-            self._poller.modify(fd, IN)
+        elif not self._edge_triggered and c._state == OPEN:
+            self._poller.modify(fd, 0 if c._paused else IN)
 
     def _resume_busy(self) -> None:
         for c in list(self._busy_read.values()):
-            if c._state == OPEN:
+            if c._state == OPEN and not c._paused:
                 self._read_edge(c)
+            else:
+                self._busy_read.pop(c._fd, None)
         for c in list(self._busy_write.values()):
             if c._state != CLOSED and c._out:
                 self._flush(c)
             else:
                 self._busy_write.pop(c._fd, None)
 
-    # -- tasks, timers and the ticker ------------------------------------------
+    # -- tasks (timers and the ticker: runloop.py) -----------------------------
 
     def _submit(self, urgent: bool, fn: Callable[..., Any], *args: Any) -> bool:
         """Queue ``fn(*args)`` for this loop from any thread; False once the loop has stopped."""
         return self._tasks.push_urgent(fn, *args) if urgent else self._tasks.push(fn, *args)
-
-    def _call_user(self, fn: Callable[[], Any]) -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            self._user_raised(exc, f"{fn!r} on event loop {self.index}")
-
-    def _run_timers(self) -> None:
-        for handle in self._timers.pop_due(time.monotonic()):
-            self._call_user(handle.fn)
-
-    def _tick(self) -> None:
-        if self._stopping:
-            return
-        delay, action = self._tick_delay, Action.NONE
-        try:
-            delay, action = parse_tick(self._handler.on_tick(), delay)
-        except BaseException as exc:
-            self._user_raised(exc, "on_tick", f"; next tick in {delay:.3f}s")
-        if action == Action.SHUTDOWN:
-            self._request_stop()
-            return
-        self._tick_delay = delay
-        self._ticker = self.call_later(delay, self._tick)
-
-

@@ -77,6 +77,24 @@ class EventHandler:
         """Inbound data is buffered, or ``c.wake()`` was called."""
         return Action.NONE
 
+    def on_frame(self, c: Conn, frame: bytes) -> Action | None:
+        """With the ``codec`` option: one complete frame, decoded (gnet v1's ``React``).
+
+        Called once per frame, in order, instead of ``on_traffic``.  Replies
+        written with ``c.write`` are raw bytes: frame them with the same
+        codec's ``encode``.
+        """
+        return Action.NONE
+
+    def on_drained(self, c: Conn) -> Action | None:
+        """``c``'s outbound queue, having passed ``write_high_water``, is back under ``write_low_water``.
+
+        The loop stopped reading from ``c`` while its queue was high and reads
+        again now.  A producer that paused -- a relay that stopped reading the
+        other side, a thread waiting to ``async_write`` more -- resumes here.
+        """
+        return Action.NONE
+
     def on_tick(self) -> TickResult:
         """With ``ticker=True``: runs on event loop 0; returns the next delay in seconds."""
         return 1.0

@@ -18,15 +18,16 @@ runs inside another.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from .address import format_addr
 from .closing import lingers
-from .conn import Callback, Conn
-from .errors import ConnClosedError, EngineStoppedError
+from .conn import PAUSED_BY_QUEUE, Callback, Conn
+from .errors import CodecError, ConnClosedError, EngineStoppedError, LimitExceededError
 from .handler import Action
 from .loopbase import LoopBase
-from .poller import IN
+from .poller import IN, OUT
 from .sockopts import configure_accepted
 from .state import CLOSED, OPEN, TransitionError, close_target
 
@@ -44,7 +45,7 @@ class ConnLifecycle(LoopBase):
             return
         self._open(sock, remote)
 
-    def _enroll(self, sock: socket.socket) -> Conn:
+    def _enroll(self, sock: socket.socket, context: Any = None) -> Conn:
         if self._stopping:
             raise EngineStoppedError(f"event loop {self.index} is stopping")
         configure_accepted(sock, self._opts, sock.family in _TCP_FAMILIES)
@@ -53,13 +54,14 @@ class ConnLifecycle(LoopBase):
         except OSError:
             remote = None
         self._counts.opened += 1
-        c = self._open(sock, remote)
+        c = self._open(sock, remote, context)
         if c is None:
             raise ConnClosedError(f"enroll: cannot register {sock!r}")
         return c
 
-    def _open(self, sock: socket.socket, remote: Any) -> Conn | None:
+    def _open(self, sock: socket.socket, remote: Any, context: Any = None) -> Conn | None:
         c = Conn(self, sock, remote, self._small_read)  # type: ignore[arg-type]  # self is an EventLoop
+        c.context = context
         try:
             self._poller.register(c._fd, IN)
         except (OSError, ValueError):
@@ -68,6 +70,9 @@ class ConnLifecycle(LoopBase):
             self._counts.closed += 1
             return None
         self._conns[c._fd] = c
+        if self._idle is not None:
+            c._seen = self._now = time.monotonic()
+            self._idle.add(c, c._seen)
         try:
             action = self._handler.on_open(c)
         except BaseException as exc:
@@ -106,6 +111,88 @@ class ConnLifecycle(LoopBase):
             except OSError:
                 pass
         self._close(c, exc, False)
+
+    def _dispatch_frames(self, c: Conn) -> Any:
+        """``on_traffic`` with the ``codec`` option: each complete frame to ``on_frame(c, frame)``, in order.
+
+        The codec keeps its per-connection state on ``c`` (codec.py); an
+        ``Action`` other than ``NONE`` ends the delivery of this batch (what is
+        left stays buffered).  A ``CodecError`` -- a frame too long, a corrupt
+        length -- is the peer's fault: that connection closes with it, and the
+        log says so in one line (a scanner must not flood it with tracebacks).
+        """
+        decode = self._opts.codec.decode
+        on_frame = self._handler.on_frame
+        while True:
+            try:
+                frame = decode(c)
+            except CodecError as exc:
+                self._logger.info("gnetpy: %r sent a bad frame: %s", c, exc)
+                self._close(c, exc, False)
+                return None
+            if frame is None:
+                return None
+            action = on_frame(c, frame)
+            if action:
+                return action
+
+    # -- flow control: reading paused and resumed, bounds ----------------------
+
+    def _pause_reading(self, c: Conn, reason: int) -> None:
+        was = c._paused
+        c._paused = was | reason
+        if not was and c._state == OPEN:
+            if self._edge_triggered:
+                self._busy_read.pop(c._fd, None)  # registered once for IN|OUT: edges are ignored now
+            else:
+                self._poller.modify(c._fd, OUT if c._out else 0)
+
+    def _resume_reading(self, c: Conn, reason: int) -> None:
+        if not c._paused & reason:
+            return
+        c._paused &= ~reason
+        if not c._paused and c._state == OPEN:
+            if self._edge_triggered:
+                self._busy_read[c._fd] = c  # an edge may have come and gone meanwhile: read now
+            else:
+                self._poller.modify(c._fd, IN | OUT if c._out else IN)
+
+    def _drained(self, c: Conn) -> None:
+        """``c``'s queue fell under the low-water mark after passing the high one."""
+        self._resume_reading(c, PAUSED_BY_QUEUE)
+        try:
+            action = self._handler.on_drained(c)
+        except BaseException as exc:
+            self._callback_raised(c, exc)
+            return
+        if action:
+            self._act(c, action)
+
+    def _reserve_async(self, c: Conn, size: int) -> None:
+        """From another thread: account ``size`` bytes for ``c``, or refuse at ``async_write_limit``."""
+        limit = self._opts.async_write_limit
+        with self._async_lock:
+            pending = self._async_pending.get(c, 0)
+            waiting = pending + (c._out.nbytes if c._out else 0)  # read off the loop: a moment old at worst
+            if waiting >= limit:
+                raise LimitExceededError(f"async_write: {waiting} bytes already wait for {c!r} (async_write_limit "
+                                         f"is {limit}); write again after an earlier write's callback or on_drained")
+            self._async_pending[c] = pending + size
+
+    def _release_async(self, c: Conn, size: int) -> None:
+        with self._async_lock:
+            pending = self._async_pending.pop(c, 0) - size
+            if pending > 0:
+                self._async_pending[c] = pending
+
+    def _inbound_over_limit(self, c: Conn) -> None:
+        buffered = c.inbound_buffered
+        self._close(c, LimitExceededError(f"{buffered} bytes received and not consumed: over max_inbound_buffered "
+                                          f"({self._max_inbound})"), False)
+
+    def _idle_expired(self, c: Conn) -> None:
+        """Nothing was received from ``c`` for idle_timeout (deadlines.py)."""
+        self._close(c, TimeoutError(f"idle for {self._opts.idle_timeout:g}s (idle_timeout)"), True)
 
     def _run_callback(self, callback: Callback, c: Conn, err: BaseException | None) -> None:
         if callback is None:

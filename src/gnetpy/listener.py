@@ -16,7 +16,7 @@ from . import inherit
 from .address import Address, AddrInfo, format_addr
 from .errors import UnsupportedProtocolError
 from .options import Options
-from .sockopts import set_listener_options
+from .sockopts import bind, set_listener_options
 
 # The kernel's limit is net.core.somaxconn (4096 on current Linux); asking for
 # more is clamped silently, so ask for the most and let the sysctl decide.
@@ -28,8 +28,8 @@ class Listener:
 
     def __init__(self, address: Address, opts: Options) -> None:
         if address.network == "udp":
-            raise UnsupportedProtocolError(f"address {address.text!r}: UDP serving is not available in this "
-                                           f"version (tcp://, tcp4://, tcp6:// and unix:// are)")
+            raise UnsupportedProtocolError(f"address {address.text!r}: a Listener is for stream sockets "
+                                           f"(tcp://, unix://); datagram sockets are udp.DatagramListener's")
         self.address = address
         self._unix_identity: tuple[int, int] | None = None
         self.sock = _bind(address, opts)
@@ -74,10 +74,10 @@ class PortHolder:
         self.sock = socket.socket(address.family, socket.SOCK_STREAM)
         try:
             set_listener_options(self.sock, address, opts)
-            self.sock.bind(address.sockaddr)
-        except OSError as exc:
+            bind(self.sock, address)
+        except BaseException:
             self.sock.close()
-            raise OSError(exc.errno, f"cannot bind {address.text!r}: {exc.strerror}") from None
+            raise
         inherit.register(self)
 
     @property
@@ -97,10 +97,7 @@ def _bind(address: Address, opts: Options) -> socket.socket:
         set_listener_options(sock, address, opts)
         if address.network == "unix":
             _remove_stale_socket_file(address)
-        try:
-            sock.bind(address.sockaddr)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot bind {address.text!r}: {exc.strerror}") from None
+        bind(sock, address)
         sock.listen(BACKLOG)
         sock.setblocking(False)
     except BaseException:

@@ -21,12 +21,15 @@ if TYPE_CHECKING:
     from .acceptor import Acceptor
     from .conn import Callback, Conn
     from .counters import Counters
+    from .deadlines import IdleWheel
+    from .dial import Connect
     from .handler import EventHandler
     from .options import Options
     from .poller import Poller
     from .state import ConnState
     from .taskqueue import TaskQueue
     from .timers import TimerHandle, TimerHeap
+    from .udp import DatagramSocket
     from .waker import Waker
 
 
@@ -49,6 +52,7 @@ class LoopBase:
     _stop_timer: TimerHandle | None
     _watchers: dict[int, Callable[[int], Any]]
     _acceptors: list[Acceptor]
+    _datagrams: list[DatagramSocket]
     _doomed: list[Conn]
     _busy_read: dict[int, Conn]
     _busy_write: dict[int, Conn]
@@ -57,6 +61,16 @@ class LoopBase:
     _stopping: bool
     _counts: Counters
 
+    _high_water: int
+    _low_water: int
+    _max_inbound: int
+    _async_pending: dict[Conn, int]
+    _async_lock: threading.Lock
+    _dials: set[Connect]
+    _idle: IdleWheel | None
+    _now: float
+    _on_traffic: Callable[[Conn], Any]
+    _tick_delay: float
     _thread: threading.Thread | None
     _thread_id: int | None
 
@@ -71,3 +85,8 @@ class LoopBase:
         def _run_callback(self, callback: Callback, c: Conn, err: BaseException | None) -> None: ...
         def _poll_loop(self) -> None: ...
         def _tick(self) -> None: ...
+        def _act(self, c: Conn, action: Any) -> None: ...
+        def _callback_raised(self, c: Conn, exc: BaseException) -> None: ...
+        def _user_raised(self, exc: BaseException, what: str, then: str = "") -> None: ...
+        def _submit(self, urgent: bool, fn: Callable[..., Any], *args: Any) -> bool: ...
+        def _in_loop_thread(self) -> bool: ...

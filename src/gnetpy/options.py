@@ -45,6 +45,17 @@ class Options:
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
     close_timeout: float = 30.0
     cpu_affinity: bool = False
+    idle_timeout: float = 0
+    write_high_water: int | None = None
+    write_low_water: int | None = None
+    max_inbound_buffered: int = 4 * MiB
+    async_write_limit: int = 16 * MiB
+    max_connections: int = 0
+    udp_session_timeout: float = 60.0
+    max_udp_sessions: int = 65536
+    max_udp_queued: int = 1 * MiB
+    multicast_interface_index: int = 0
+    codec: Any = None
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -68,11 +79,26 @@ class Options:
             raise ValueError(f"logger: {self.logger!r}; accepted: None (the 'gnetpy' logger), "
                              f"a logging.Logger or a logging.LoggerAdapter")
         _check_seconds("close_timeout", self.close_timeout)
+        for name in ("idle_timeout", "udp_session_timeout"):
+            value = getattr(self, name)
+            if not (value == 0 and not isinstance(value, bool)):
+                _check_seconds(name, value, "seconds > 0, or 0 for none")
+        if self.codec is not None and not (hasattr(self.codec, "frames") and hasattr(self.codec, "encode")):
+            raise ValueError(f"codec: {self.codec!r}; accepted: None or a gnetpy.codec instance "
+                             f"(LineBasedFrameCodec(), LengthFieldBasedFrameCodec(), ...)")
+        _check_water_marks(self)
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
         """``logger``, typed as never None (``__post_init__`` fills in the default)."""
         return self.logger  # type: ignore[return-value]
+
+    @property
+    def water_marks(self) -> tuple[int, int]:
+        """(write_high_water, write_low_water) in effect: by default write_buffer_cap and a quarter of it."""
+        high = self.write_high_water if self.write_high_water is not None else self.write_buffer_cap
+        low = self.write_low_water if self.write_low_water is not None else high // 4
+        return high, low
 
     @classmethod
     def build(cls, options: Options | None = None, **overrides: Any) -> Options:
@@ -85,8 +111,9 @@ class Options:
         if options is not None and not isinstance(options, cls):
             raise TypeError(f"options: expected gnetpy.Options, got {type(options).__name__}")
         base = dataclasses.asdict(options) if options is not None else {}
-        if options is not None:
-            base["logger"] = options.logger  # asdict would deep-copy the logger
+        if options is not None:  # asdict would deep-copy these: one logger, one codec for every connection
+            base["logger"] = options.logger
+            base["codec"] = options.codec
         base.update(overrides)
         return cls(**base)
 
@@ -123,7 +150,11 @@ _BOOLS = ("multicore", "reuse_addr", "reuse_port", "ticker", "tcp_no_delay", "ed
 MAX_LOOPS = 4096
 MAX_BUFFER_CAP = 64 * MiB
 MAX_EDGE_TRIGGERED_CHUNK = 1024 * MiB
+MAX_BUFFERED = 2**40  # water marks and max_inbound_buffered: only a sanity bound
 _INTS = {"num_event_loop": (0, MAX_LOOPS), "read_buffer_cap": (1, MAX_BUFFER_CAP),
+         "max_inbound_buffered": (1, MAX_BUFFERED), "async_write_limit": (1, MAX_BUFFERED),
+         "max_connections": (0, 2**31 - 1), "max_udp_sessions": (1, 2**31 - 1),
+         "max_udp_queued": (1, MAX_BUFFERED), "multicast_interface_index": (0, 2**31 - 1),
          "write_buffer_cap": (1, MAX_BUFFER_CAP), "socket_recv_buffer": (0, MAX_SOCKET_BUFFER),
          "socket_send_buffer": (0, MAX_SOCKET_BUFFER), "edge_triggered_chunk": (1, MAX_EDGE_TRIGGERED_CHUNK)}
 
@@ -142,10 +173,22 @@ def _check_ints(opts: Options) -> None:
             raise ValueError(f"{name}: {value!r}; accepted: an int from {low} to {high}")
 
 
-def _check_seconds(name: str, value: Any) -> None:
+def _check_water_marks(opts: Options) -> None:
+    """Backpressure marks: by default write_buffer_cap and a quarter of it (asyncio's 64 KiB/16 KiB)."""
+    for name in ("write_high_water", "write_low_water"):
+        value = getattr(opts, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= MAX_BUFFERED):
+            raise ValueError(f"{name}: {value!r}; accepted: None (the default) or bytes from 0 to {MAX_BUFFERED}")
+    high, low = opts.water_marks
+    if low > high:
+        raise ValueError(f"write_low_water: {low!r} is above write_high_water ({high}); accepted: low <= high")
+
+
+def _check_seconds(name: str, value: Any, accepted: str = "seconds, a number > 0") -> None:
     """A positive, finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{name}: {value!r}; accepted: seconds, a number > 0")
+        raise ValueError(f"{name}: {value!r}; accepted: {accepted}")
 
 
 def _check_keepalive(opts: Options) -> None:

@@ -20,11 +20,12 @@ import os
 import sys
 import threading
 import time
-
 from typing import Any, Callable
 
 from .errors import EngineStoppedError
+from .handler import Action
 from .loopbase import LoopBase
+from .timers import parse_tick
 
 # The reactor gives up (and stops the engine) after this many internal
 # errors, each less than _FAILURE_WINDOW seconds after the one before.
@@ -100,6 +101,8 @@ class LoopRunner(LoopBase):
     def _serve(self) -> None:
         for acceptor in self._acceptors:
             acceptor.start()
+        for datagrams in self._datagrams:
+            datagrams.start()
         if self._opts.ticker and self.index == 0:
             self._ticker = self.call_later(0, self._tick)
         failures = _Failures()
@@ -190,6 +193,11 @@ class LoopRunner(LoopBase):
             acceptor.stop()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._idle is not None:
+            self._idle.stop()
+        for datagrams in self._datagrams:
+            datagrams.close()  # its sessions end now: UDP has nothing to flush or linger on
+        self._datagrams.clear()
         for c in list(self._conns.values()):
             self._close(c, None, True)
         if self._closing:
@@ -211,17 +219,48 @@ class LoopRunner(LoopBase):
     def release(self) -> None:
         """Close everything this loop holds; its last act (also what undoes a boot that failed)."""
         self._stopping = True
+        for connect in list(self._dials):
+            connect.abandon()
         for c in list(self._conns.values()) + list(self._closing.values()):
             self._close(c, EngineStoppedError(f"event loop {self.index} stopped"), False)
         for fn, args in self._tasks.close():
             self._tasks.call((fn, args))  # they see closed connections and report it
         for acceptor in self._acceptors:
             acceptor.stop()
+        for datagrams in self._datagrams:
+            datagrams.close()
+        self._datagrams.clear()
         self._timers.clear()
         if self._waker.fd >= 0:
             self._poller.close()
             self._waker.close()
         self._running = False
+
+    # -- timers and the ticker -------------------------------------------------
+
+    def _call_user(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            self._user_raised(exc, f"{fn!r} on event loop {self.index}")
+
+    def _run_timers(self) -> None:
+        for handle in self._timers.pop_due(time.monotonic()):
+            self._call_user(handle.fn)
+
+    def _tick(self) -> None:
+        if self._stopping:
+            return
+        delay, action = self._tick_delay, Action.NONE
+        try:
+            delay, action = parse_tick(self._handler.on_tick(), delay)
+        except BaseException as exc:
+            self._user_raised(exc, "on_tick", f"; next tick in {delay:.3f}s")
+        if action == Action.SHUTDOWN:
+            self._request_stop()
+            return
+        self._tick_delay = delay
+        self._ticker = self.call_later(delay, self._tick)
 
 
 class _Failures:

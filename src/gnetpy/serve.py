@@ -13,7 +13,10 @@ from .signals import StopOnSignals
 def start(handler: EventHandler, addrs: str | Iterable[str], *, options: Options | None = None,
           **kwargs: Any) -> Engine:
     """Start serving and return the running :class:`Engine` at once (a context manager)."""
-    engine = Engine(handler, _addr_list(addrs), Options.build(options, **kwargs))
+    addresses = _addr_list(addrs)
+    if not addresses:
+        raise ValueError("addrs: give at least one address, e.g. 'tcp://127.0.0.1:9000'")
+    engine = Engine(handler, addresses, Options.build(options, **kwargs))
     engine._boot()
     return engine
 

@@ -31,11 +31,12 @@ _TIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
 
 
 def set_listener_options(sock: socket.socket, address: Address, opts: Options) -> None:
+    """Before bind: the options of a listening (or datagram) socket -- and of what it accepts."""
     if opts.reuse_addr:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if opts.reuse_port and address.network != "unix":
-        # Linux has no SO_REUSEPORT for unix sockets: those are shared instead
-        # (see EventLoop and docs/architecture.md).
+    # Linux has no SO_REUSEPORT for unix sockets: those are shared instead (see
+    # docs/architecture.md); every loop binds its own UDP socket to the port.
+    if address.network == "udp" or (opts.reuse_port and address.network != "unix"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if address.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if address.v6only else 0)
@@ -48,6 +49,14 @@ def set_listener_options(sock: socket.socket, address: Address, opts: Options) -
         set_read_buffer(sock, opts.socket_recv_buffer)
     if opts.socket_send_buffer:
         set_write_buffer(sock, opts.socket_send_buffer)
+
+
+def bind(sock: socket.socket, address: Address) -> None:
+    """``sock.bind``, with an error that names the address."""
+    try:
+        sock.bind(address.sockaddr)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot bind {address.text!r}: {exc.strerror}") from None
 
 
 def configure_accepted(sock: socket.socket, opts: Options, is_tcp: bool) -> None:

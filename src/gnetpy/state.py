@@ -37,10 +37,12 @@ linger: the peer will send nothing more.
 
 Only ``ConnLifecycle._close`` (the decision, made by ``close_target`` below)
 and the closing protocol in lifecycle.py move a connection between states,
-and every move is checked against ``TRANSITIONS``.  States still to come have
-a place here: "paused for backpressure" is a sibling of OPEN (reading off,
-writing on); "connecting" (a non-blocking dial) and "TLS handshaking" come
-before OPEN and go to CLOSED on failure.
+and every move is checked against ``TRANSITIONS``.  Two things that look like
+states are not: reading paused (backpressure, ``pause_reading``) is an OPEN
+connection with ``Conn._paused`` set, so every write path still sees it as
+open; and a connect in progress (dial.py) is not yet a ``Conn`` at all -- it
+becomes OPEN or nothing.  "TLS handshaking" comes before OPEN and goes to
+CLOSED on failure.
 
 The values are ints (see intenum.py): the event loop compares states on
 paths that run for every event.

@@ -33,27 +33,25 @@ engine's stop thread calls once the main reactor has stopped.
   exponentially; if every worker keeps failing at start-up the engine stops
   with that error instead of forking in a loop.
 * **The parent's death** closes every channel: a worker seeing end of file
-  flushes for at most ``PARENT_GONE_FLUSH`` seconds and exits.
+  flushes for at most half a second (worker_main.py) and exits.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import channel, inherit
 from .counters import SharedCounters, count
+from .worker_main import EXIT_START_FAILED, worker_main
 
 if TYPE_CHECKING:
     from .address import Address
@@ -69,12 +67,8 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 10.0
 # When every worker has failed this many times in a row at start-up, stop the engine.
 GIVE_UP_AFTER = 5
-# A worker whose parent died flushes for this long, then exits.
-PARENT_GONE_FLUSH = 0.5
 # How long the parent waits for a dead worker's exit status before it kills it.
 REAP_TIMEOUT = 1.0
-# A worker's exit status when it could not start serving.
-EXIT_START_FAILED = 3
 # Sockets queued for one worker beyond which new ones go to others (its channel is not being read).
 MAX_PENDING = 4 * channel.MAX_FDS
 
@@ -87,12 +81,13 @@ class WorkerSpec:
 
     handler: EventHandler
     opts: Options
-    own_addresses: Sequence[Address]  # tcp addresses a worker binds itself (reuse_port)
+    own_addresses: Sequence[Address]  # what a worker binds itself: tcp with reuse_port, and udp
     shared_listeners: Sequence[Any]  # the parent's listeners a lone worker accepts on itself
     forget_parent: Callable[[Sequence[Any]], None]  # in a new worker: close the parent's descriptors but these
     build_loop: Callable[[int, Callable[..., None]], EventLoop]
     build_listener: Callable[[Address], Any]
     logger: logging.Logger | logging.LoggerAdapter[Any]
+    admit: Callable[[], bool] | None  # max_connections, over every worker (the counts are shared)
     workers: list[WorkerProcess] = field(default_factory=list)
 
 
@@ -175,9 +170,11 @@ class WorkerProcess:
             self.state = STOPPING
 
     def join(self, timeout: float | None) -> bool:
-        """Wait for the worker to exit (and reap it); False if it is still running at ``timeout``."""
-        status = self._reap(timeout)
-        return status is not None
+        """Wait for the worker to exit (and reap it, and close its channel); False if it still runs at ``timeout``."""
+        if self._reap(timeout) is None:
+            return False
+        self._close_channel()
+        return True
 
     def kill(self) -> bool:
         """The worker did not stop in time: kill it (logged) and reap it."""
@@ -186,6 +183,7 @@ class WorkerProcess:
                                self.index, self.pid)
             self._signal(signal.SIGKILL)
             self._reap(None)
+        self._close_channel()
         return True
 
     def release(self) -> None:
@@ -230,7 +228,7 @@ class WorkerProcess:
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:
-            _worker_main(self, parent_end, worker_end)  # never returns
+            worker_main(self, parent_end, worker_end)  # never returns
         worker_end.close()
         self.pid = pid
         self._channel = parent_end
@@ -443,97 +441,3 @@ class _NoWorker:
         if now - _NoWorker._last_warning > 1.0:
             _NoWorker._last_warning = now
             self._logger.warning("gnetpy: no worker is serving (all restarting); connections are refused")
-
-
-# -- in the worker --------------------------------------------------------------------
-
-
-def _worker_main(handle: WorkerProcess, parent_end: socket.socket, worker_end: socket.socket) -> NoReturn:
-    """A freshly forked worker: serve until told to stop, then exit.  Never returns into the parent's code."""
-    code = EXIT_START_FAILED
-    try:
-        parent_end.close()
-        handle._spec.forget_parent(handle._spec.shared_listeners)
-        code = _serve_in_worker(handle, worker_end)
-    except BaseException as exc:
-        _report(worker_end, channel.FAILED, exc)
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
-
-
-def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
-    spec = handle._spec
-    index = handle.index
-    loop = spec.build_loop(index, partial(_ask_parent_to_stop, worker_end))
-    loop._counts = handle._counters
-    # Ctrl-C at a terminal reaches every process of the group: the parent
-    # coordinates the stop.  SIGTERM to a worker alone stops that worker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: loop.shutdown(time.monotonic() + spec.opts.close_timeout))
-    listeners = [spec.build_listener(address) for address in spec.own_addresses]
-    for listener in [*listeners, *spec.shared_listeners]:
-        loop.add_listener(listener, lambda remote: loop)
-    worker_end.setblocking(False)
-    loop._watch(worker_end.fileno(), partial(_on_parent_message, loop, worker_end, spec.logger))
-    started: list[bool] = []
-
-    def ready(error: BaseException | None) -> None:
-        if error is None:
-            started.append(True)
-            channel.send(worker_end, channel.READY, [listener.addr for listener in listeners] or None)
-        else:
-            _report(worker_end, channel.FAILED, error)
-
-    try:
-        loop.run(ready)
-    finally:
-        for listener in listeners:
-            listener.close()
-    return 0 if started else EXIT_START_FAILED
-
-
-def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, events: int) -> None:
-    while True:
-        try:
-            message = channel.receive(worker_end)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            logger.error("gnetpy: worker %d: channel failed: %s", loop.index, exc)
-            message = None
-        if message is None:  # the parent is gone: do not serve on as an orphan
-            logger.warning("gnetpy: worker %d: the parent process is gone; stopping", loop.index)
-            loop._unwatch(worker_end.fileno())
-            loop.shutdown(time.monotonic() + PARENT_GONE_FLUSH)
-            return
-        kind, payload, fds = message
-        if kind == channel.SOCKETS:
-            for fd, remote in zip(fds, payload):
-                loop._open_handed_over(socket.socket(fileno=fd), remote)
-        elif kind == channel.STOP:
-            loop.shutdown(time.monotonic() + payload)
-        else:
-            for fd in fds:
-                os.close(fd)
-
-
-def _ask_parent_to_stop(worker_end: socket.socket, error: BaseException | None = None) -> None:
-    try:
-        channel.send(worker_end, channel.SHUTDOWN, None if error is None else channel.portable_error(error))
-    except OSError as exc:
-        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
-            raise
-
-
-def _report(worker_end: socket.socket, kind: bytes, error: BaseException) -> None:
-    text = "".join(traceback.format_exception(error)).rstrip()
-    try:
-        worker_end.setblocking(True)
-        channel.send(worker_end, kind, (channel.portable_error(error), text))
-    except OSError:
-        pass  # the parent is gone: nothing to tell

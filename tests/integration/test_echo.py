@@ -17,6 +17,7 @@ import pytest
 import gnetpy
 from conftest import WriteEcho, has_ipv6_loopback, run_echo
 
+
 class WritevEcho(gnetpy.EventHandler):
     def on_traffic(self, c: gnetpy.Conn) -> Any:
         data = c.next()

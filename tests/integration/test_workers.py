@@ -401,7 +401,12 @@ def start_server_process(tmp_path: Any) -> tuple[subprocess.Popen[str], int, lis
 def test_sigterm_to_the_parent_stops_everything_gracefully(tmp_path: Any) -> None:
     proc, port, workers = start_server_process(tmp_path)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        except OSError:
+            proc.kill()
+            pytest.fail(f"cannot connect to port {port}: {proc.communicate(timeout=WAIT)}")
+        with s:
             s.sendall(b"go")
             time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
@@ -469,3 +474,4 @@ def test_a_worker_that_hangs_past_the_stop_deadline_is_killed(caplog: Any) -> No
         assert time.monotonic() - started < 5  # the deadline, the grace, the kill: not an hour
     assert any("did not stop by the stop deadline; killed" in r.getMessage() for r in caplog.records)
     assert not child_processes()
+
