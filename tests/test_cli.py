@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,6 +64,23 @@ def test_echo_server_commands(args: list[str]) -> None:
     finally:
         out = stop_server(proc)
     assert "SIGTERM received; stopping" in out
+
+
+def test_tls_echo_example_makes_a_certificate_and_echoes_over_tls(tmp_path: Any) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("examples/tls_echo.py makes its certificate with the openssl command")
+    proc, addr = start_server(["examples/tls_echo.py", "--addr", "tcp://127.0.0.1:0", "--cert-dir", str(tmp_path)])
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))  # self-signed: its own CA
+        for host in ("localhost", "127.0.0.1"):
+            with context.wrap_socket(socket.create_connection(addr, timeout=WAIT), server_hostname=host) as s:
+                s.sendall(b"hello over TLS")
+                assert recv_exact(s, 14) == b"hello over TLS"
+                assert s.version() == "TLSv1.3"
+    finally:
+        out = stop_server(proc)
+    assert "TLSv1.3" in out  # on_open printed c.tls.version()
+    assert oct((tmp_path / "key.pem").stat().st_mode & 0o777) == "0o600"
 
 
 def test_bad_arguments_are_reported(tmp_path: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from gnetpy.deadlines import IdleWheel
+from gnetpy.deadlines import FifoDeadlines, IdleWheel
 from gnetpy.state import CLOSED, OPEN
 
 
@@ -118,3 +118,47 @@ def test_stop_cancels_the_timer_and_forgets_everything() -> None:
     w.stop()
     clock.advance(20)
     assert expired == [] and not clock.timers
+
+
+# -- FifoDeadlines: same-length deadlines (close_timeout, tls_handshake_timeout) --------------
+
+
+def fifo(clock: Clock, seconds: float = 1.0) -> tuple[FifoDeadlines, list[Any]]:
+    expired: list[Any] = []
+    return FifoDeadlines(seconds, clock.call_later, expired.append, clock=lambda: clock.now), expired
+
+
+def test_fifo_deadlines_expire_in_order_each_on_time() -> None:
+    clock = Clock()
+    deadlines, expired = fifo(clock)
+    deadlines.add("a")
+    clock.advance(0.5)
+    deadlines.add("b")
+    clock.advance(0.49)
+    assert expired == []
+    clock.advance(0.02)
+    assert expired == ["a"]
+    clock.advance(0.5)
+    assert expired == ["a", "b"] and len(deadlines) == 0 and clock.timers == []
+
+
+def test_fifo_deadlines_discarded_keys_never_expire_and_one_timer_serves_all() -> None:
+    clock = Clock()
+    deadlines, expired = fifo(clock)
+    for key in range(1000):
+        deadlines.add(key)
+    assert len(clock.timers) == 1
+    for key in range(0, 1000, 2):
+        deadlines.discard(key)
+    assert 1 in deadlines and 0 not in deadlines
+    clock.advance(1.01)
+    assert expired == list(range(1, 1000, 2))
+
+
+def test_fifo_deadlines_stop_cancels_the_timer() -> None:
+    clock = Clock()
+    deadlines, expired = fifo(clock)
+    deadlines.add("a")
+    deadlines.stop()
+    clock.advance(2)
+    assert expired == [] and clock.timers == [] and len(deadlines) == 0

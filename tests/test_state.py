@@ -13,6 +13,7 @@ import pytest
 from gnetpy.state import (
     CLOSED,
     FLUSHING,
+    HANDSHAKING,
     LINGERING,
     OPEN,
     TRANSITIONS,
@@ -25,7 +26,8 @@ from gnetpy.state import (
 
 
 def test_states_are_ints_with_names() -> None:
-    assert [(s.name, int(s)) for s in ConnState] == [("OPEN", 0), ("FLUSHING", 1), ("LINGERING", 2), ("CLOSED", 3)]
+    assert [(s.name, int(s)) for s in ConnState] == [("OPEN", 0), ("FLUSHING", 1), ("LINGERING", 2), ("CLOSED", 3),
+                                                     ("HANDSHAKING", 4)]
     assert ConnState(3) is CLOSED and ConnState["FLUSHING"] is FLUSHING
     assert repr(OPEN) == "<ConnState.OPEN: 0>"
     assert pickle.loads(pickle.dumps(FLUSHING)) is FLUSHING
@@ -39,13 +41,16 @@ def test_every_state_is_in_the_table_and_closed_is_final() -> None:
 
 
 @pytest.mark.parametrize("old, new", [(OPEN, FLUSHING), (OPEN, LINGERING), (OPEN, CLOSED), (FLUSHING, LINGERING),
-                                      (FLUSHING, CLOSED), (LINGERING, CLOSED)])
+                                      (FLUSHING, CLOSED), (LINGERING, CLOSED), (HANDSHAKING, OPEN),
+                                      (HANDSHAKING, CLOSED)])
 def test_the_diagrams_moves_are_allowed(old: ConnState, new: ConnState) -> None:
     check_transition(old, new)
 
 
 @pytest.mark.parametrize("old, new", [(CLOSED, OPEN), (CLOSED, FLUSHING), (FLUSHING, OPEN), (OPEN, OPEN),
-                                      (CLOSED, CLOSED), (LINGERING, FLUSHING), (LINGERING, OPEN)])
+                                      (CLOSED, CLOSED), (LINGERING, FLUSHING), (LINGERING, OPEN),
+                                      (OPEN, HANDSHAKING), (HANDSHAKING, FLUSHING), (HANDSHAKING, LINGERING),
+                                      (CLOSED, HANDSHAKING)])
 def test_other_moves_are_bugs(old: ConnState, new: ConnState) -> None:
     with pytest.raises(TransitionError, match=f"{old.name} -> {new.name}"):
         check_transition(old, new)
@@ -62,6 +67,8 @@ def test_other_moves_are_bugs(old: ConnState, new: ConnState) -> None:
     (FLUSHING, False, True, True, CLOSED),   # an error or a forced stop cuts it short
     (LINGERING, True, False, True, None),
     (LINGERING, False, False, True, CLOSED),
+    (HANDSHAKING, True, True, True, CLOSED),  # TLS not yet open: nothing the handler wrote to deliver
+    (HANDSHAKING, False, False, False, CLOSED),
     (CLOSED, True, False, True, None),       # closing twice does nothing
     (CLOSED, False, False, False, None),
 ])

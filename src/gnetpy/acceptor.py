@@ -54,7 +54,7 @@ ROOM_CHECK = 0.01
 class HandOverTarget(Protocol):
     """Where an accepted socket goes: an ``EventLoop``, or a worker process's end of a socket pair."""
 
-    def hand_over(self, sock: socket.socket, remote: Any) -> None: ...
+    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None: ...
 
 
 class Acceptor:
@@ -76,6 +76,7 @@ class Acceptor:
         self._stopped = False
         self._admit = admit  # max_connections: False while the engine is full
         self._full = False
+        self._tls = listener.tls  # an ssl.SSLContext: the sockets it accepts speak TLS
 
     def start(self) -> None:
         if not self._stopped and not self._registered:
@@ -115,7 +116,7 @@ class Acceptor:
                 sock.close()  # reset between accept and setsockopt: nothing to serve
                 continue
             remote = format_addr(addr)
-            self._pick(remote).hand_over(sock, remote)
+            self._pick(remote).hand_over(sock, remote, self._tls)
 
     def _wait_for_room(self) -> None:
         """max_connections reached: stop accepting (the backlog holds the rest) and look again shortly."""

@@ -25,14 +25,12 @@ import time
 from typing import Any
 
 from . import dial as _dial
-from .address import parse_address
 from .conn import Conn
 from .engine import Engine
-from .errors import EngineStoppedError, UnsupportedProtocolError
+from .errors import EngineStoppedError
 from .eventloop import EventLoop
 from .handler import EventHandler
 from .options import Options
-from .timers import is_delay
 
 
 class Client:
@@ -74,21 +72,21 @@ class Client:
 
     # -- connections ---------------------------------------------------------------------
 
-    def dial(self, addr: str, timeout: float | None = None, *, context: Any = None) -> Conn:
+    def dial(self, addr: str, timeout: float | None = None, *, context: Any = None, ssl_context: Any = None,
+             server_hostname: str | None = None) -> Conn:
         """Connect to ``addr`` (tcp, tcp4, tcp6, unix); returns once ``on_open`` has run.
 
         Blocks the calling thread -- never a loop: a host name is resolved
         here, the connect completes on one of the client's loops (round
         robin).  Raises ``ConnectionRefusedError``, ``TimeoutError`` (after
         ``timeout`` seconds) or another ``OSError``, leaving nothing open.
-        ``context`` is ``c.context`` before ``on_open`` runs.
+        ``context`` is ``c.context`` before ``on_open`` runs.  ``ssl_context``
+        and ``server_hostname``: TLS, as for ``EventLoop.dial``; a failed
+        handshake raises its ``ssl.SSLError`` (a certificate that does not
+        verify: ``ssl.SSLCertVerificationError``).
         """
         loop = self._loop_for_caller("dial")
-        address = parse_address(addr, dial=True)
-        if address.network == "udp":
-            raise UnsupportedProtocolError(f"dial {addr!r}: connected UDP is not available in this version")
-        if timeout is not None and not is_delay(timeout):
-            raise ValueError(f"dial: timeout {timeout!r}; accepted: None or finite seconds >= 0")
+        address, tls_settings = _dial.check_dial(addr, timeout, ssl_context, server_hostname)
         started = time.monotonic()
         targets = _dial.resolve(address.network, address.family, address.host, address.port, address.path)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
@@ -100,7 +98,7 @@ class Client:
             done.set()
 
         def connect() -> None:
-            _dial.Connect(loop, targets, finished, left, context).start()
+            _dial.Connect(loop, targets, finished, left, context, tls_settings).start()
 
         if not loop._submit(True, connect):
             raise EngineStoppedError("the client has stopped")

@@ -7,16 +7,15 @@ closing it is off the reactor's hot path: its events reach
 ``_on_closing_event`` through ``_watchers``, and its input is read and dropped.
 
 ``close_timeout`` is one value per engine, so connections reach their
-deadlines in the order they began closing: ``_close_deadlines`` is a dict in
-that order, and one timer (``_sweep_close_deadlines``) serves them all -- no
-timer per connection, and no scan of those not yet due.
+deadlines in the order they began closing: one ``FifoDeadlines``
+(``_close_timeouts``, deadlines.py) serves them all -- no timer per
+connection, and no scan of those not yet due.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 from functools import partial
 
 from .conn import Conn
@@ -50,9 +49,7 @@ class GracefulClose(LoopBase):
         self._closing[fd] = c
         self._watchers[fd] = partial(self._on_closing_event, c)
         self._busy_read.pop(fd, None)
-        self._close_deadlines[fd] = time.monotonic() + self._opts.close_timeout
-        if self._close_sweep is None:
-            self._close_sweep = self.call_later(self._opts.close_timeout, self._sweep_close_deadlines)
+        self._close_timeouts.add(fd)
         if target == LINGERING:
             self._linger(c)
         elif self._edge_triggered:
@@ -118,20 +115,10 @@ class GracefulClose(LoopBase):
                 return True
         return True
 
-    def _sweep_close_deadlines(self) -> None:
-        """One timer for every closing connection: they started closing in deadline order."""
-        now = time.monotonic()
-        expired = []
-        for fd, deadline in self._close_deadlines.items():
-            if deadline > now:
-                break
-            expired.append(self._closing[fd])
-        for c in expired:
-            unsent = c._out.nbytes if c._out else 0
-            what = f"{unsent} bytes unsent" if unsent else "the peer had not acknowledged everything sent"
-            self._logger.info("gnetpy: %r dropped after close_timeout (%gs): %s", c, self._opts.close_timeout, what)
-            self._close(c, TimeoutError(f"close_timeout ({self._opts.close_timeout:g}s) expired: {what}"), False)
-        self._close_sweep = None
-        if self._close_deadlines:
-            first = next(iter(self._close_deadlines.values()))
-            self._close_sweep = self.call_later(max(0.0, first - now), self._sweep_close_deadlines)
+    def _close_timed_out(self, fd: int) -> None:
+        """close_timeout passed while ``fd`` was still closing: drop it."""
+        c = self._closing[fd]
+        unsent = c._out.nbytes if c._out else 0
+        what = f"{unsent} bytes unsent" if unsent else "the peer had not acknowledged everything sent"
+        self._logger.info("gnetpy: %r dropped after close_timeout (%gs): %s", c, self._opts.close_timeout, what)
+        self._close(c, TimeoutError(f"close_timeout ({self._opts.close_timeout:g}s) expired: {what}"), False)

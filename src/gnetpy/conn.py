@@ -48,7 +48,7 @@ PAUSED_BY_USER = 2  # pause_reading()
 
 class Conn(InboundBuffer):
     __slots__ = ("_fd", "_sock", "_loop", "_out", "_state", "_err", "_remote", "_local", "_close_callbacks",
-                 "_seen", "_paused", "_codec_state", "context", "__weakref__")
+                 "_seen", "_paused", "_codec_state", "_tls", "context", "__weakref__")
 
     def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, read_size: int) -> None:
         # InboundBuffer.__init__, inlined: one Python call less per connection.
@@ -70,6 +70,7 @@ class Conn(InboundBuffer):
         self._seen = 0.0  # when it last read (the loop's clock; idle timeouts: deadlines.py)
         self._paused = 0  # why reading is off: PAUSED_BY_QUEUE | PAUSED_BY_USER (0: reading)
         self._codec_state: Any = None  # the codec option's per-connection state (codec.py)
+        self._tls: Any = None  # a TLS connection's TlsSession (tls.py); the reactor tests it per event
         self.context: Any = None
 
     # -- outbound -----------------------------------------------------------
@@ -277,6 +278,11 @@ class Conn(InboundBuffer):
         if self._local is None and self._state != CLOSED:
             self._local = format_addr(self._sock.getsockname())
         return self._local
+
+    @property
+    def tls(self) -> Any:
+        """None for a plain connection; a TLS one's session facts (``version()``, ``cipher()``...): tls.TlsInfo."""
+        return None
 
     @property
     def closed(self) -> bool:

@@ -20,22 +20,24 @@ from __future__ import annotations
 import mmap
 from typing import Protocol
 
-_SLOTS = 3  # handed_over, opened, closed
+_SLOTS = 4  # handed_over, opened, closed, tls_failed
 
 
 class Counters(Protocol):
     handed_over: int
     opened: int
     closed: int
+    tls_failed: int  # TLS handshakes that failed (not connections: they never opened)
 
 
 class LocalCounters:
-    __slots__ = ("handed_over", "opened", "closed")
+    __slots__ = ("handed_over", "opened", "closed", "tls_failed")
 
     def __init__(self) -> None:
         self.handed_over = 0
         self.opened = 0
         self.closed = 0
+        self.tls_failed = 0
 
 
 def _slot(index: int) -> property:
@@ -55,6 +57,7 @@ class SharedCounters:
     handed_over = _slot(0)
     opened = _slot(1)
     closed = _slot(2)
+    tls_failed = _slot(3)
 
     def __init__(self, view: memoryview) -> None:
         self._view = view
@@ -69,7 +72,7 @@ class SharedCounterTable:
 
     def slot(self, index: int) -> SharedCounters:
         counters = SharedCounters(self._view[_SLOTS * index:_SLOTS * (index + 1)])
-        counters.handed_over = counters.opened = counters.closed = 0
+        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = 0
         return counters
 
     def close(self) -> None:

@@ -1,4 +1,12 @@
-"""Idle timeouts: close a connection that received nothing for ``idle_timeout`` seconds -- cheaply.
+"""Deadlines without a timer each: idle timeouts (a timing wheel) and fixed-length deadlines (a queue).
+
+``FifoDeadlines`` serves deadlines that all have the same length --
+``close_timeout``, ``tls_handshake_timeout``: they fall due in the order they
+were set, so an insertion-ordered dict and one timer serve them all, and a
+sweep looks only at those due (plus one).
+
+``IdleWheel`` closes a connection that received nothing for ``idle_timeout``
+seconds -- cheaply.
 
 The obvious ways cost too much.  A timer per connection re-armed on every
 read puts a heap push and a cancelled entry on the hot path of every
@@ -34,6 +42,54 @@ from .state import OPEN
 if TYPE_CHECKING:
     from .conn import Conn
     from .timers import TimerHandle
+
+class FifoDeadlines:
+    """Keys whose deadline is ``seconds`` after they were added; ``expire(key)`` for each one reached."""
+
+    def __init__(self, seconds: float, call_later: Callable[[float, Callable[[], Any]], TimerHandle],
+                 expire: Callable[[Any], Any], clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._call_later = call_later
+        self._expire = expire
+        self._clock = clock
+        self._due: dict[Any, float] = {}  # insertion order is deadline order
+        self._timer: TimerHandle | None = None
+
+    def add(self, key: Any) -> None:
+        self._due[key] = self._clock() + self.seconds
+        if self._timer is None:
+            self._timer = self._call_later(self.seconds, self._sweep)
+
+    def discard(self, key: Any) -> None:
+        self._due.pop(key, None)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._due
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self._clock()
+        expired = []
+        for key, deadline in self._due.items():
+            if deadline > now:
+                break
+            expired.append(key)
+        for key in expired:
+            if self._due.pop(key, None) is not None:
+                self._expire(key)
+        if self._due and self._timer is None:
+            first = next(iter(self._due.values()))
+            self._timer = self._call_later(max(0.0, first - now), self._sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
+
 
 # Buckets per timeout: the precision of an idle close.
 SLOTS_PER_TIMEOUT = 8

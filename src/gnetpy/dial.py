@@ -33,7 +33,8 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .address import format_addr, is_ip_literal, parse_address
+from . import tls
+from .address import Address, format_addr, is_ip_literal, parse_address
 from .errors import EngineStoppedError, UnsupportedProtocolError
 from .poller import OUT
 from .state import CLOSED
@@ -45,19 +46,28 @@ if TYPE_CHECKING:
 
 DialCallback = Callable[[Optional["Conn"], Optional[BaseException]], Any]
 Target = tuple[int, Any]  # (family, sockaddr)
+TlsSettings = Optional[tuple[Any, Optional[str]]]  # (ssl_context, server_hostname), or None: plain
 
 # A unix connect refused for a full backlog is tried again this often.
 UNIX_RETRY = 0.01
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EALREADY, errno.EINTR}
 
 
-def start_dial(loop: EventLoop, addr: str, callback: DialCallback, timeout: float | None, context: Any) -> None:
-    """``EventLoop.dial``: check, resolve off the loop if need be, then connect on it."""
+def check_dial(addr: str, timeout: float | None, ssl_context: Any, server_hostname: str | None
+               ) -> tuple[Address, TlsSettings]:
+    """What every dial checks before it connects: the address, the timeout, the TLS settings."""
     address = parse_address(addr, dial=True)
     if address.network == "udp":
         raise UnsupportedProtocolError(f"dial {addr!r}: connected UDP is not available in this version")
     if timeout is not None and not is_delay(timeout):
         raise ValueError(f"dial: timeout {timeout!r}; accepted: None or finite seconds >= 0")
+    return address, tls.client_side(ssl_context, server_hostname, address.host)
+
+
+def start_dial(loop: EventLoop, addr: str, callback: DialCallback, timeout: float | None, context: Any,
+               ssl_context: Any = None, server_hostname: str | None = None) -> None:
+    """``EventLoop.dial``: check, resolve off the loop if need be, then connect on it."""
+    address, tls_settings = check_dial(addr, timeout, ssl_context, server_hostname)
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def connect(targets: list[Target] | None, err: BaseException | None) -> None:
@@ -65,7 +75,7 @@ def start_dial(loop: EventLoop, addr: str, callback: DialCallback, timeout: floa
             _tell(loop, callback, err or OSError(f"dial {addr!r}: nothing to connect to"))
             return
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        Connect(loop, targets, callback, left, context).start()
+        Connect(loop, targets, callback, left, context, tls_settings).start()
 
     resolver = partial(resolve, address.network, address.family, address.host, address.port, address.path)
     if address.network == "unix" or is_ip_literal(address.host):
@@ -113,12 +123,15 @@ def resolve_in_thread(loop: EventLoop, resolver: Callable[[], list[Target]],
 class Connect:
     """One dial in progress on a loop: the socket, what is left to try, and who to tell."""
 
-    __slots__ = ("_loop", "_targets", "_callback", "_sock", "_timer", "_last_error", "_done", "_retry", "_context")
+    __slots__ = ("_loop", "_targets", "_callback", "_sock", "_timer", "_last_error", "_done", "_retry", "_context",
+                 "_tls", "_handshaking")
 
     def __init__(self, loop: EventLoop, targets: list[Target], callback: DialCallback, timeout: float | None,
-                 context: Any = None) -> None:
+                 context: Any = None, tls_settings: TlsSettings = None) -> None:
         self._loop = loop
         self._context = context
+        self._tls = tls_settings
+        self._handshaking: Conn | None = None  # TLS: connected, the handshake under way
         self._targets = list(targets)
         self._callback = callback
         self._sock: socket.socket | None = None
@@ -178,19 +191,43 @@ class Connect:
         self._next()
 
     def _connected(self, sock: socket.socket) -> None:
-        self._finish()
+        if self._tls is None:
+            self._finish()
+            session = None
+        else:  # the dial goes on until the handshake is over, under the same timeout
+            session = tls.wrap(self._tls[0], False, self._tls[1])
+            session.on_handshake = self._handshake_over
         try:
-            conn = self._loop._enroll(sock, self._context)
+            conn = self._loop._enroll(sock, self._context, session)
         except BaseException as exc:
+            self._finish()
             self._callback_with(None, exc)
             return
+        if session is None:
+            self._opened(conn, None)
+        elif not self._done:
+            self._handshaking = conn
+
+    def _handshake_over(self, conn: Conn | None, err: BaseException | None) -> None:
+        if self._done:  # abandoned: the caller was told already
+            return
+        self._finish()
+        if conn is None:
+            self._callback_with(None, err)
+        else:
+            self._opened(conn, err)
+
+    def _opened(self, conn: Conn, err: BaseException | None) -> None:
         if conn._state == CLOSED:  # closed already (on_open closed it, or it raised): say why
-            self._callback_with(conn, conn._err or OSError(errno.ECONNABORTED, "closed during on_open"))
+            self._callback_with(conn, err or conn._err or OSError(errno.ECONNABORTED, "closed during on_open"))
         else:
             self._callback_with(conn, None)
 
     def _expire(self) -> None:
         if self._done:
+            return
+        if self._handshaking is not None:  # closing it tells _handshake_over
+            self._loop._close(self._handshaking, TimeoutError("dial timed out during the TLS handshake"), False)
             return
         self._forget_socket_and_close()
         self._fail(TimeoutError(f"dial timed out ({self._last_error or 'no answer'})"))

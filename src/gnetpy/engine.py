@@ -31,6 +31,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .address import Address, AddrInfo, parse_address
 from .counters import SharedCounterTable
+from .errors import UnsupportedProtocolError
 from .eventloop import EventLoop
 from .handler import Action, EventHandler
 from .inherit import forget_inherited
@@ -65,7 +66,8 @@ class LoopHandle(Protocol):
     def runs_on(self, thread: threading.Thread) -> bool: ...
     def running_callback(self) -> str: ...
     def count_connections(self) -> int: ...
-    def hand_over(self, sock: socket.socket, remote: Any) -> None: ...
+    def count_tls_failures(self) -> int: ...
+    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None: ...
 
 
 class Engine:
@@ -78,6 +80,7 @@ class Engine:
         self._opts = opts
         self._logger = opts.log
         self._addresses = [parse_address(a) for a in addrs]  # every address checked before any bind
+        self._tls = _tls_by_address(self._addresses, opts.ssl_context)  # one SSLContext or None each
         self._listeners: list[Listener] = []
         self._primary: list[Listener] = []  # one per address, in the order given
         self._addrs: list[AddrInfo] = []  # kept: still reported after the listeners close
@@ -253,7 +256,7 @@ class Engine:
                 self._addrs.append(holder.addr)
                 self._own_addresses.append(dataclasses.replace(address, port=int(holder.addr[1])))
                 continue
-            first = Listener(address, self._opts)
+            first = self._listener(address)
             self._listeners.append(first)
             self._primary.append(first)
             self._addrs.append(first.addr)
@@ -262,7 +265,12 @@ class Engine:
                 port = int(first.addr[1])
                 same_port = dataclasses.replace(address, port=port)
                 for _ in range(count - 1):
-                    self._listeners.append(Listener(same_port, self._opts))
+                    self._listeners.append(self._listener(same_port))
+
+    def _listener(self, address: Address) -> Listener:
+        listener = Listener(address, self._opts)
+        listener.tls = self._tls.get(address.text)
+        return listener
 
     def _bind_datagrams(self, address: Address, count: int) -> None:
         """UDP: every loop owns a socket on the port (SO_REUSEPORT); in process mode each worker binds its own."""
@@ -317,8 +325,7 @@ class Engine:
         # listeners itself, as one loop does in thread mode (no hand-over).
         shared = list(self._listeners) if count == 1 else []
         spec = WorkerSpec(self._handler, self._opts, self._own_addresses, shared, forget_inherited,
-                          self._worker_loop, lambda address: Listener(address, self._opts), self._logger,
-                          self._admit)
+                          self._worker_loop, self._listener, self._logger, self._admit, self._tls_contexts)
         workers = [WorkerProcess(i, spec, table.slot(i), self._main_reactor, self._loop_wants_stop)
                    for i in range(count)]
         spec.workers.extend(workers)
@@ -330,7 +337,18 @@ class Engine:
             self._main_reactor.add_listener(listener, pick, admit=self._admit)
 
     def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
-        return EventLoop(index, self._opts, self._handler, request_stop)
+        loop = EventLoop(index, self._opts, self._handler, request_stop)
+        loop._tls_contexts = self._tls_contexts
+        return loop
+
+    @property
+    def _tls_contexts(self) -> list[Any]:
+        """The engine's distinct SSLContexts, in a fixed order: a worker gets a socket's by index."""
+        return list(dict.fromkeys(ctx for ctx in self._tls.values() if ctx is not None))
+
+    def count_tls_failures(self) -> int:
+        """TLS handshakes that failed (logged at DEBUG only: a scanner must not flood the log), all loops."""
+        return sum(loop.count_tls_failures() for loop in self._loops)
 
     @property
     def _admit(self) -> Callable[[], bool] | None:
@@ -397,6 +415,22 @@ class Engine:
         for group in self._datagram_listeners:
             for datagrams in group:
                 datagrams.close()
+
+
+def _tls_by_address(addresses: list[Address], option: Any) -> dict[str, Any]:
+    """The ``ssl_context`` option, resolved: {address text: SSLContext} for the TLS ones."""
+    if option is None:
+        return {}
+    if not isinstance(option, dict):
+        option = {address.text: option for address in addresses if address.network != "udp"}
+    given = {address.text for address in addresses}
+    for text, ctx in option.items():
+        if text not in given:
+            raise ValueError(f"ssl_context: {text!r} is not one of the addresses served ({', '.join(sorted(given))})")
+        network = next(a.network for a in addresses if a.text == text)
+        if ctx is not None and network == "udp":
+            raise UnsupportedProtocolError(f"ssl_context for {text!r}: TLS over UDP (DTLS) is not available")
+    return {text: ctx for text, ctx in option.items() if ctx is not None}
 
 
 def _itself(loop: EventLoop) -> Any:

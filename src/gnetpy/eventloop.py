@@ -30,15 +30,16 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import inherit
+from . import inherit, tls
 from .acceptor import Acceptor
 from .buffer import NOTHING, SMALL_READ
 from .closing import GracefulClose
 from .conn import PAUSED_BY_QUEUE
 from .counters import Counters, LocalCounters, count
-from .deadlines import IdleWheel
+from .deadlines import FifoDeadlines, IdleWheel
 from .dial import Connect, DialCallback, start_dial
 from .errors import EngineStoppedError
 from .lifecycle import ConnLifecycle
@@ -113,11 +114,12 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._inline_events = -1 if self._edge_triggered else IN
         self._conns: dict[int, Conn] = {}  # open connections: the hot path's dict
         self._closing: dict[int, Conn] = {}  # FLUSHING and LINGERING connections
-        # Their close_timeout deadlines, in the order they began closing --
-        # which is deadline order, since close_timeout is one value: one timer
-        # (_close_sweep) serves them all.
-        self._close_deadlines: dict[int, float] = {}
-        self._close_sweep: TimerHandle | None = None
+        self._close_timeouts = FifoDeadlines(opts.close_timeout, self.call_later, self._close_timed_out)
+        # TLS: handshakes in progress (by descriptor), under tls_handshake_timeout; and
+        # the contexts of the engine's TLS addresses (a worker gets an index with a socket).
+        self._handshakes = FifoDeadlines(opts.tls_handshake_timeout, self.call_later,
+                                         partial(tls.handshake_timed_out, self))
+        self._tls_contexts: list[Any] = []
         self._stop_timer: TimerHandle | None = None  # the stop deadline, once stopping
         self._watchers: dict[int, Callable[[int], Any]] = {self._waker.fd: self._on_wake_up}
         self._poller.register_listener(self._waker.fd)
@@ -143,6 +145,10 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         """Connections on this loop, including accepted ones still being handed over."""
         return count(self._counts)
 
+    def count_tls_failures(self) -> int:
+        """TLS handshakes on this loop that failed (never reached the handler)."""
+        return self._counts.tls_failed
+
     def execute(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` on this loop (safe from any thread)."""
         if not self._tasks.push(self._call_user, fn):
@@ -159,7 +165,8 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             raise EngineStoppedError(f"event loop {self.index} has stopped")
         return handle
 
-    def dial(self, addr: str, callback: DialCallback, timeout: float | None = None, *, context: Any = None) -> None:
+    def dial(self, addr: str, callback: DialCallback, timeout: float | None = None, *, context: Any = None,
+             ssl_context: Any = None, server_hostname: str | None = None) -> None:
         """Connect to ``addr`` from this loop; ``callback(conn, err)`` runs on this loop with the outcome.
 
         Safe from any thread, and never blocks: a host name is resolved on a
@@ -172,8 +179,15 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         connections it dialed from those it accepted).  A proxy dials its
         backend from ``on_open`` of the client connection and pairs the two
         in the callback: both are then on this loop, no lock needed.
+
+        ``ssl_context`` (an ``ssl.SSLContext``) makes it a TLS connection:
+        the handshake runs on the loop, within ``timeout`` and
+        ``tls_handshake_timeout``, before ``on_open``; ``server_hostname``
+        (default: the host in ``addr``) is what the certificate is checked
+        against when the context says so (``check_hostname``), and the SNI
+        name sent.
         """
-        start_dial(self, addr, callback, timeout, context)
+        start_dial(self, addr, callback, timeout, context, ssl_context, server_hostname)
 
     def enroll(self, sock: socket.socket, timeout: float | None = None) -> Conn:
         """Adopt a connected socket as a connection of this loop; returns once ``on_open`` has run.
@@ -225,12 +239,12 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._watchers.pop(fd, None)
         self._poller.unregister(fd)
 
-    def hand_over(self, sock: socket.socket, remote: Any) -> None:
+    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
         """Serve an accepted, configured socket (from the thread that accepted it; only ever one)."""
         self._counts.handed_over += 1
         if self._thread_id == _get_ident():  # a loop that accepts for itself
-            self._open_handed_over(sock, remote)
-        elif not self._tasks.push_urgent(self._open_handed_over, sock, remote):
+            self._open_handed_over(sock, remote, ssl_context)
+        elif not self._tasks.push_urgent(self._open_handed_over, sock, remote, ssl_context):
             self._counts.handed_over -= 1
             sock.close()
 
@@ -284,7 +298,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 if c is None:  # outside the except block: its errors carry no KeyError context
                     on_other_fd(fd, ev)
                     continue
-                if ev != readable_only:
+                if ev != readable_only or c._tls is not None:  # TLS: ciphertext, never the plain path
                     on_event(c, fd, ev)
                     continue
                 size = c._read_size
@@ -337,6 +351,9 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
 
     def _on_event(self, c: Conn, fd: int, ev: int) -> None:
         """Any event of an open connection but "readable, nothing else" in level-triggered mode."""
+        if c._tls is not None:
+            tls.on_event(self, c, fd, ev)
+            return
         # Paused: no reading -- but an error or hang-up is still read (and closes it).
         if ev & READ_EVENTS and (not c._paused or ev & (ERR | HUP)):
             if self._edge_triggered:
@@ -390,6 +407,9 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
     def _read_edge(self, c: Conn) -> None:
         """Edge-triggered: read until the socket is drained, within the per-iteration budget."""
         fd = c._fd
+        if c._tls is not None:
+            tls.on_event(self, c, fd, IN)
+            return
         budget = self._opts.edge_triggered_chunk
         self._busy_read.pop(fd, None)
         while True:

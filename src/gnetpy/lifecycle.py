@@ -21,6 +21,7 @@ import socket
 import time
 from typing import Any
 
+from . import tls
 from .address import format_addr
 from .closing import lingers
 from .conn import PAUSED_BY_QUEUE, Callback, Conn
@@ -29,7 +30,8 @@ from .handler import Action
 from .loopbase import LoopBase
 from .poller import IN, OUT
 from .sockopts import configure_accepted
-from .state import CLOSED, OPEN, TransitionError, close_target
+from .state import CLOSED, HANDSHAKING, OPEN, TransitionError, check_transition, close_target
+from .tls import TlsSession
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
@@ -37,15 +39,17 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 class ConnLifecycle(LoopBase):
     # -- open, act ---------------------------------------------------------
 
-    def _open_handed_over(self, sock: socket.socket, remote: Any) -> None:
-        """On the loop: serve a socket counted in ``_counts.handed_over``."""
+    def _open_handed_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
+        """On the loop: serve a socket counted in ``_counts.handed_over`` (TLS: ``ssl_context``'s server side)."""
         if self._stopping:
             sock.close()
             self._counts.closed += 1
             return
-        self._open(sock, remote)
+        if isinstance(ssl_context, int):  # from a worker's channel: an index into the engine's contexts
+            ssl_context = self._tls_contexts[ssl_context] if ssl_context >= 0 else None
+        self._open(sock, remote, None, None if ssl_context is None else tls.wrap(ssl_context, True))
 
-    def _enroll(self, sock: socket.socket, context: Any = None) -> Conn:
+    def _enroll(self, sock: socket.socket, context: Any = None, session: TlsSession | None = None) -> Conn:
         if self._stopping:
             raise EngineStoppedError(f"event loop {self.index} is stopping")
         configure_accepted(sock, self._opts, sock.family in _TCP_FAMILIES)
@@ -54,13 +58,17 @@ class ConnLifecycle(LoopBase):
         except OSError:
             remote = None
         self._counts.opened += 1
-        c = self._open(sock, remote, context)
+        c = self._open(sock, remote, context, session)
         if c is None:
             raise ConnClosedError(f"enroll: cannot register {sock!r}")
         return c
 
-    def _open(self, sock: socket.socket, remote: Any, context: Any = None) -> Conn | None:
-        c = Conn(self, sock, remote, self._small_read)  # type: ignore[arg-type]  # self is an EventLoop
+    def _open(self, sock: socket.socket, remote: Any, context: Any = None,
+              session: TlsSession | None = None) -> Conn | None:
+        if session is None:
+            c = Conn(self, sock, remote, self._small_read)  # type: ignore[arg-type]  # self is an EventLoop
+        else:
+            c = tls.new_conn(self, sock, remote, session)  # type: ignore[arg-type]
         c.context = context
         try:
             self._poller.register(c._fd, IN)
@@ -73,6 +81,18 @@ class ConnLifecycle(LoopBase):
         if self._idle is not None:
             c._seen = self._now = time.monotonic()
             self._idle.add(c, c._seen)
+        if session is not None:
+            tls.start(self, c)  # type: ignore[arg-type]  # on_open once the handshake is done
+            return c
+        return self._opened(c)
+
+    def _tls_opened(self, c: Conn) -> None:
+        """A TLS connection's handshake completed: now it is open, and the handler hears of it."""
+        check_transition(c._state, OPEN)
+        c._state = OPEN
+        self._opened(c)
+
+    def _opened(self, c: Conn) -> Conn:
         try:
             action = self._handler.on_open(c)
         except BaseException as exc:
@@ -233,6 +253,8 @@ class ConnLifecycle(LoopBase):
         state = c._state
         if state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
             err, graceful = err or c._err, False
+        if graceful and state == OPEN and c._tls is not None:
+            tls.close_notify(c)  # the peer reads an orderly end of the TLS session first
         if graceful and state == OPEN and c._out:
             try:
                 c._out.flush_to(c._fd)
@@ -252,9 +274,13 @@ class ConnLifecycle(LoopBase):
         if c._state == CLOSED:
             raise TransitionError(f"connection state CLOSED -> CLOSED is not a transition ({c!r})")
         fd = c._fd
+        opened = c._state != HANDSHAKING  # a handshake that failed never reached the handler
         c._state = CLOSED
+        if c._tls is not None:
+            self._handshakes.discard(fd)
         if self._conns.pop(fd, None) is None:
-            del self._closing[fd], self._watchers[fd], self._close_deadlines[fd]
+            del self._closing[fd], self._watchers[fd]
+            self._close_timeouts.discard(fd)
         if self._edge_triggered:
             self._busy_read.pop(fd, None)
             self._busy_write.pop(fd, None)
@@ -264,6 +290,9 @@ class ConnLifecycle(LoopBase):
         if c._out:
             c._out.clear_all()
         self._counts.closed += 1
+        if not opened:
+            tls.never_opened(c, err)  # a dial waiting for the handshake hears why
+            return
         action = None
         try:
             action = self._handler.on_close(c, err)

@@ -11,6 +11,7 @@ import errno
 import os
 import socket
 import stat
+from typing import Any
 
 from . import inherit
 from .address import Address, AddrInfo, format_addr
@@ -31,6 +32,7 @@ class Listener:
             raise UnsupportedProtocolError(f"address {address.text!r}: a Listener is for stream sockets "
                                            f"(tcp://, unix://); datagram sockets are udp.DatagramListener's")
         self.address = address
+        self.tls: Any = None  # the ssl.SSLContext of a TLS address (set by the engine)
         self._unix_identity: tuple[int, int] | None = None
         self.sock = _bind(address, opts)
         if address.network == "unix" and not address.path.startswith("@"):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .acceptor import Acceptor
     from .conn import Callback, Conn
     from .counters import Counters
-    from .deadlines import IdleWheel
+    from .deadlines import FifoDeadlines, IdleWheel
     from .dial import Connect
     from .handler import EventHandler
     from .options import Options
@@ -47,8 +47,9 @@ class LoopBase:
     _small_read: int
     _conns: dict[int, Conn]
     _closing: dict[int, Conn]
-    _close_deadlines: dict[int, float]
-    _close_sweep: TimerHandle | None
+    _close_timeouts: FifoDeadlines
+    _handshakes: FifoDeadlines
+    _tls_contexts: list[Any]
     _stop_timer: TimerHandle | None
     _watchers: dict[int, Callable[[int], Any]]
     _acceptors: list[Acceptor]
@@ -81,6 +82,8 @@ class LoopBase:
         def _finish_close(self, c: Conn, err: BaseException | None) -> None: ...
         def _start_closing(self, c: Conn, target: ConnState, err: BaseException | None) -> None: ...
         def _flushed(self, c: Conn) -> None: ...
+        def _deliver(self, c: Conn, data: bytes) -> None: ...
+        def _tls_opened(self, c: Conn) -> None: ...
         def _fatal(self, exc: BaseException, what: str) -> None: ...
         def _run_callback(self, callback: Callback, c: Conn, err: BaseException | None) -> None: ...
         def _poll_loop(self) -> None: ...

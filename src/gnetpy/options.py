@@ -56,6 +56,8 @@ class Options:
     max_udp_queued: int = 1 * MiB
     multicast_interface_index: int = 0
     codec: Any = None
+    ssl_context: Any = None
+    tls_handshake_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -87,6 +89,8 @@ class Options:
             raise ValueError(f"codec: {self.codec!r}; accepted: None or a gnetpy.codec instance "
                              f"(LineBasedFrameCodec(), LengthFieldBasedFrameCodec(), ...)")
         _check_water_marks(self)
+        _check_seconds("tls_handshake_timeout", self.tls_handshake_timeout)
+        _check_ssl_context(self.ssl_context)
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -114,6 +118,7 @@ class Options:
         if options is not None:  # asdict would deep-copy these: one logger, one codec for every connection
             base["logger"] = options.logger
             base["codec"] = options.codec
+            base["ssl_context"] = options.ssl_context
         base.update(overrides)
         return cls(**base)
 
@@ -183,6 +188,19 @@ def _check_water_marks(opts: Options) -> None:
     high, low = opts.water_marks
     if low > high:
         raise ValueError(f"write_low_water: {low!r} is above write_high_water ({high}); accepted: low <= high")
+
+
+def _check_ssl_context(value: Any) -> None:
+    """None, an ``ssl.SSLContext``, or a mapping from address strings to contexts (or None)."""
+    import ssl
+
+    if value is None or isinstance(value, ssl.SSLContext):
+        return
+    if isinstance(value, dict) and all(isinstance(k, str) and (v is None or isinstance(v, ssl.SSLContext))
+                                       for k, v in value.items()):
+        return
+    raise ValueError(f"ssl_context: {value!r}; accepted: None, an ssl.SSLContext, or a dict "
+                     f"{{address: ssl.SSLContext}} (e.g. {{'tcp://0.0.0.0:443': ctx}})")
 
 
 def _check_seconds(name: str, value: Any, accepted: str = "seconds, a number > 0") -> None:

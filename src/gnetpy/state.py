@@ -2,24 +2,26 @@
 
 ::
 
-                   accept / enroll
-                         |
-                         v
-                       OPEN ------------------------------------+
-                         |                                      |
-      graceful close     |  (Action.CLOSE, c.close(), stop(),   | error, reset, callback
-                         |   the peer's EOF)                    | exception, forced stop
-        +----------------+------------------+                   |
-        | bytes queued   | none queued,     | none queued,      |
-        v                | local close      | the peer's EOF    |
-     FLUSHING            v                  |                   |
-        | queue empty  LINGERING            |                   |
-        +------------->  |                  |                   |
-        | (no linger)    | peer's EOF, all  |                   |
-        |                | acknowledged     |                   |
-        v                v                  v                   |
-        +-------------> CLOSED <------------+-------------------+
-      close_timeout,    on_close runs here, exactly once
+        accept / enroll / dial ---- TLS ----> HANDSHAKING
+                         |                       |      |
+                         v        done: on_open  |      | fails, times out
+                       OPEN <--------------------+      | (closed unseen:
+                         |                              |  no on_close)
+                         +-----------------------------------------+
+                         |                              |          |
+      graceful close     |  (Action.CLOSE, c.close(),   |          | error, reset,
+                         |   stop(), the peer's EOF)    |          | callback exception,
+        +----------------+------------------+           |          | forced stop
+        | bytes queued   | none queued,     | none      |          |
+        v                | local close      | queued,   |          |
+     FLUSHING            v                  | the peer's|          |
+        | queue empty  LINGERING            | EOF       |          |
+        +------------->  |                  |           |          |
+        | (no linger)    | peer's EOF, all  |           |          |
+        |                | acknowledged     |           |          |
+        v                v                  v           v          |
+        +-------------> CLOSED <------------+-----------+----------+
+      close_timeout,    on_close runs here, exactly once (if on_open ran)
       error
 
 FLUSHING: the outbound queue drains; input is read and discarded (a peer
@@ -37,12 +39,13 @@ linger: the peer will send nothing more.
 
 Only ``ConnLifecycle._close`` (the decision, made by ``close_target`` below)
 and the closing protocol in lifecycle.py move a connection between states,
-and every move is checked against ``TRANSITIONS``.  Two things that look like
-states are not: reading paused (backpressure, ``pause_reading``) is an OPEN
-connection with ``Conn._paused`` set, so every write path still sees it as
-open; and a connect in progress (dial.py) is not yet a ``Conn`` at all -- it
-becomes OPEN or nothing.  "TLS handshaking" comes before OPEN and goes to
-CLOSED on failure.
+and every move is checked against ``TRANSITIONS``.  HANDSHAKING (TLS) comes
+before OPEN: ``on_open`` runs when it completes, and one that fails goes to
+CLOSED without ``on_close`` -- the handler never saw it (tls.py).  Two things
+that look like states are not: reading paused (backpressure,
+``pause_reading``) is an OPEN connection with ``Conn._paused`` set, so every
+write path still sees it as open; and a connect in progress (dial.py) is not
+yet a ``Conn`` at all -- it becomes OPEN (or HANDSHAKING) or nothing.
 
 The values are ints (see intenum.py): the event loop compares states on
 paths that run for every event.
@@ -61,19 +64,22 @@ class ConnState(IntConstant):
     FLUSHING: ClassVar[ConnState]
     LINGERING: ClassVar[ConnState]
     CLOSED: ClassVar[ConnState]
-    _values: ClassVar[dict[str, int]] = {"OPEN": 0, "FLUSHING": 1, "LINGERING": 2, "CLOSED": 3}
+    HANDSHAKING: ClassVar[ConnState]
+    _values: ClassVar[dict[str, int]] = {"OPEN": 0, "FLUSHING": 1, "LINGERING": 2, "CLOSED": 3, "HANDSHAKING": 4}
 
 
 OPEN = ConnState.OPEN
 FLUSHING = ConnState.FLUSHING  # closing: the outbound queue drains, nothing more is delivered
 LINGERING = ConnState.LINGERING  # closing: FIN sent, waiting for the peer's EOF or acknowledgement
 CLOSED = ConnState.CLOSED
+HANDSHAKING = ConnState.HANDSHAKING  # TLS: not yet open; on_open when the handshake completes (tls.py)
 
 TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
     OPEN: frozenset({FLUSHING, LINGERING, CLOSED}),
     FLUSHING: frozenset({LINGERING, CLOSED}),
     LINGERING: frozenset({CLOSED}),
     CLOSED: frozenset(),
+    HANDSHAKING: frozenset({OPEN, CLOSED}),
 }
 
 
@@ -97,7 +103,7 @@ def close_target(state: ConnState, graceful: bool, queued: bool, lingers: bool) 
     """
     if state == CLOSED:
         return None
-    if not graceful:
+    if not graceful or state == HANDSHAKING:  # a handshake in progress has nothing to deliver
         return CLOSED
     if state == OPEN:
         return FLUSHING if queued else after_flush(lingers)

@@ -102,8 +102,8 @@ def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, 
             return
         kind, payload, fds = message
         if kind == channel.SOCKETS:
-            for fd, remote in zip(fds, payload):
-                loop._open_handed_over(socket.socket(fileno=fd), remote)
+            for fd, (remote, tls_index) in zip(fds, payload):
+                loop._open_handed_over(socket.socket(fileno=fd), remote, tls_index)
         elif kind == channel.STOP:
             loop.shutdown(time.monotonic() + payload)
         else:

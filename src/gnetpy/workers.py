@@ -88,6 +88,7 @@ class WorkerSpec:
     build_listener: Callable[[Address], Any]
     logger: logging.Logger | logging.LoggerAdapter[Any]
     admit: Callable[[], bool] | None  # max_connections, over every worker (the counts are shared)
+    tls_contexts: list[Any]  # the engine's SSLContexts: a socket for TLS crosses over with an index
     workers: list[WorkerProcess] = field(default_factory=list)
 
 
@@ -106,7 +107,7 @@ class WorkerProcess:
         self.state = EXITED
         self.addrs: list[Any] | None = None  # what its own listeners got (reuse_port), from READY
         self._channel: socket.socket | None = None
-        self._pending: list[tuple[socket.socket, Any]] = []
+        self._pending: list[tuple[socket.socket, tuple[Any, int]]] = []  # (socket, (remote, TLS context index))
         self._reap_lock = threading.Lock()
         self._exit_status: int | None = None
         self._started_at = 0.0
@@ -126,6 +127,9 @@ class WorkerProcess:
 
     def count_connections(self) -> int:
         return count(self._counters)
+
+    def count_tls_failures(self) -> int:
+        return self._counters.tls_failed
 
     def start(self) -> None:
         """Fork the worker; ``wait_ready`` waits for it to serve."""
@@ -149,10 +153,11 @@ class WorkerProcess:
             raise self._last_error or RuntimeError(f"worker {self.index} did not start")
         self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
 
-    def hand_over(self, sock: socket.socket, remote: Any) -> None:
+    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
         """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration)."""
         self._counters.handed_over += 1
-        self._pending.append((sock, remote))
+        tls_index = -1 if ssl_context is None else self._spec.tls_contexts.index(ssl_context)
+        self._pending.append((sock, (remote, tls_index)))
         if len(self._pending) == 1:
             self._supervisor.call_later(0, self._send_pending)
 
@@ -310,8 +315,8 @@ class WorkerProcess:
             return
         # Its connections died with it; the counts it held must not stay.
         self._counters.opened = self._counters.closed = self._counters.handed_over = 0
-        for sock, remote in pending:  # accepted for it, never delivered: someone else serves them
-            self._spec_pick_other(sock, remote)
+        for sock, (remote, tls_index) in pending:  # accepted for it, never delivered: someone else serves them
+            self._give_to_another(sock, remote, tls_index)
         if previous == SERVING:
             self._logger.error("gnetpy: worker %d (pid %d) %s; starting it again", self.index, self.pid,
                                self._describe_exit(status))
@@ -335,12 +340,12 @@ class WorkerProcess:
                              self.index, self._failures, "s" if self._failures > 1 else "", delay)
         self._supervisor.call_later(delay, self._respawn)
 
-    def _spec_pick_other(self, sock: socket.socket, remote: Any) -> None:
+    def _give_to_another(self, sock: socket.socket, remote: Any, tls_index: int) -> None:
         target = next((w for w in self._spec.workers if w.available and w is not self), None)
         if target is None:
             sock.close()
         else:
-            target.hand_over(sock, remote)
+            target.hand_over(sock, remote, self._spec.tls_contexts[tls_index] if tls_index >= 0 else None)
 
     # -- sending sockets -----------------------------------------------------------------
 
@@ -348,7 +353,7 @@ class WorkerProcess:
         while self._pending and self._channel is not None:
             batch = self._pending[:channel.MAX_FDS]
             try:
-                channel.send(self._channel, channel.SOCKETS, [remote for _, remote in batch],
+                channel.send(self._channel, channel.SOCKETS, [meta for _, meta in batch],
                              [sock.fileno() for sock, _ in batch])
             except (BlockingIOError, InterruptedError):
                 # The worker is not reading its channel fast enough: try again shortly.

@@ -392,7 +392,14 @@ def start_server_process(tmp_path: Any) -> tuple[subprocess.Popen[str], int, lis
     script = tmp_path / "server.py"
     script.write_text(SERVER.format(src=os.path.join(ROOT, "src")))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [proc.stdout.readline() for _ in range(3)]  # two workers (any order) and the port from on_boot
+    lines: list[str] = []  # two workers (any order) and the port from on_boot
+    while sum(line.startswith("worker") for line in lines) < 2 or all(line.startswith("worker") for line in lines):
+        line = proc.stdout.readline()  # (select() would miss lines already in the reader's buffer)
+        if not line or len(lines) > 10:
+            proc.kill()
+            out, err = proc.communicate(timeout=WAIT)
+            pytest.fail(f"the server did not say it serves: {lines} {out!r} {err!r}")
+        lines.append(line)
     workers = [int(line.split()[1]) for line in lines if line.startswith("worker")]
     port = next(int(line) for line in lines if not line.startswith("worker"))
     return proc, port, workers
@@ -432,6 +439,9 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Any) -> None:
         wait_for(lambda: not [pid for pid in workers if _alive(pid)], timeout=2)
         assert time.monotonic() - started < 2
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
