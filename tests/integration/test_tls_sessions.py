@@ -207,6 +207,38 @@ def test_openssl_s_client_handshakes_echoes_a_line_and_closes_cleanly(serve: Any
     assert engine.count_tls_failures() == 0
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command (Debian: openssl)")
+def test_a_renegotiation_attempt_closes_that_connection_with_the_ssl_error(serve: Any, tmp_path: Any, ca: Any,
+                                                                          server_cert: Any) -> None:
+    """s_client's interactive "R" asks a TLS 1.2 server to renegotiate; OpenSSL 3 refuses, the client aborts."""
+    handler = TlsRecorder()
+    engine = serve(handler, ssl_context=server_context(server_cert))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    peer = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{engine.addrs[0][1]}", "-tls1_2",
+                             "-CAfile", str(ca_file)],  # interactive (no -quiet): "R" is a command
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert peer.stdin is not None
+        wait_for(lambda: handler.opened)
+        peer.stdin.write(b"R\n")
+        peer.stdin.flush()
+        wait_for(lambda: handler.closed)
+    finally:
+        peer.kill()
+        peer.wait(WAIT)
+        if peer.stdin is not None:
+            try:
+                peer.stdin.close()
+            except BrokenPipeError:
+                pass
+    assert handler.opened[0]["version"] == "TLSv1.2"
+    assert isinstance(handler.closed[0], ssl.SSLError), handler.closed
+    with tls_connect(engine.addrs[0], client_context(ca)) as s:  # the server goes on
+        s.sendall(b"next")
+        assert recv_exact(s, 4) == b"next"
+
+
 # -- ALPN, SNI, mutual TLS ----------------------------------------------------------------
 
 
