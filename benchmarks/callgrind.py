@@ -3,6 +3,7 @@
     python benchmarks/callgrind.py                       # gnetpy, W1 and W2
     python benchmarks/callgrind.py --server floor --workloads W1
     python benchmarks/callgrind.py --server uvloop --env GNETPY_NO_EXTENSIONS=1
+    python benchmarks/callgrind.py --server gnetpy-codec --workloads W8   # against --server gnetpy-frames
 
 Throughput and CPU time swing +-20% between runs on shared machines;
 instruction counts do not (the same binary, inputs and environment give the
@@ -60,7 +61,8 @@ def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
 def loadgen(port: int, workload: str, duration: float) -> dict[str, object]:
     w = WORKLOADS[workload]
     cmd = [str(BENCH_DIR / "build" / "loadgen"), "--tcp", f"127.0.0.1:{port}", "--conns", str(w.conns),
-           "--size", str(w.size), "--depth", str(w.depth), "--duration", str(duration), "--warmup", "0"]
+           "--size", str(w.size), "--depth", str(w.depth), *(["--frames"] if w.mode == "frames" else []),
+           "--duration", str(duration), "--warmup", "0"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 120)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -71,8 +73,10 @@ def measure(server: str, workload: str, duration: float, env: dict[str, str],
     with tempfile.TemporaryDirectory(prefix="gnetpy-cg-") as tmp:
         out_file = os.path.join(tmp, "callgrind.out.%p")
         spec = SERVERS[server]
+        if why := spec.cannot_run(WORKLOADS[workload]):
+            raise SystemExit(why)
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
-               *spec.command(f"tcp://127.0.0.1:{port}")]
+               *spec.argv(f"tcp://127.0.0.1:{port}", WORKLOADS[workload])]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **spec.env(), **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -9,9 +9,13 @@ Each run starts a fresh echo server pinned to one CPU, drives it with the C
 load generator (benchmarks/loadgen.c, built on first use) pinned to another,
 and stops it.  Servers are interleaved (A B C D A B C D ...) so that drift on
 the machine hits all of them alike.  W1-W5 are TCP (or Unix-socket) echo under
-steady load and idle connections, W6 is connection churn, W7 is UDP echo, W9
-is ping-pong on 1% of 10 000 connections (gnetpy with and without idle
-timeouts).  See benchmarks/README.md for what the workloads and columns mean.
+steady load and idle connections, W6 is connection churn, W7 is UDP echo, W8
+is length-prefixed frames echoed frame by frame (gnetpy's codec layer against
+the same framing by hand), W9 is ping-pong on 1% of 10 000 connections (gnetpy
+with and without idle timeouts), W10 is W1 over TLS 1.3 and W11 a full TLS
+handshake per connection (the TLS load generator benchmarks/tlsload.c; openssl
+and libssl-dev are installed with apt-get where missing, as root).  See
+benchmarks/README.md for what the workloads and columns mean.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ GNETPY_UDP_ECHO = REPO_ROOT / "examples" / "udp_echo.py"
 ASYNCIO_ECHO = BENCH_DIR / "servers" / "asyncio_echo.py"
 ASYNCIO_UDP_ECHO = BENCH_DIR / "servers" / "asyncio_udp_echo.py"
 FLOOR_ECHO = BENCH_DIR / "servers" / "floor_echo.py"
+GNETPY_FRAMES = BENCH_DIR / "servers" / "gnetpy_frames.py"
+TLS_ECHO = BENCH_DIR / "servers" / "tls_echo.py"   # W10, W11: gnetpy, asyncio and uvloop with one SSLContext
 DEFAULT_OUT = BENCH_DIR / "results"
 
 READY_TIMEOUT_S = 10.0       # a server must accept a connection (and start its workers) within this
@@ -81,14 +87,18 @@ class Workload:
     name: str
     title: str
     conns: int                 # connections; clients in W6, UDP sockets in W7
-    size: int = 64
+    size: int = 64             # W8: the frame's body, after its 4-byte length header
     depth: int = 1
     idle: bool = False
-    mode: str = "load"         # load, idle, churn (a connection per request), udp, or mixed (W9)
+    mode: str = "load"         # load, idle, churn (a connection per request), udp, frames (W8) or mixed (W9)
 
     @property
     def udp(self) -> bool:
         return self.mode == "udp"
+
+    @property
+    def tls(self) -> bool:
+        return self.mode in ("tls", "tls-churn")
 
 
 WORKLOADS = {
@@ -101,9 +111,16 @@ WORKLOADS = {
         Workload("W5", "idle conns: server RSS per connection", 10_000, idle=True, mode="idle"),
         Workload("W6", "50 clients: connect, 64 B ping-pong, close", 50, mode="churn"),
         Workload("W7", "50 UDP sockets x 64 B ping-pong", 50, mode="udp"),
+        # W8: load mode's W2 with every message a frame: a 4-byte big-endian length, then the body.
+        Workload("W8", "50 conns x 4+64 B frames, 16 in flight", 50, depth=16, mode="frames"),
         # W9: `conns` active connections doing W1's ping-pong while --idle-conns
         # minus them are held open, idle, by a second load generator.
         Workload("W9", "10 000 conns, 1% active", 100, mode="mixed"),
+        # W10, W11: TLS 1.3 (TLS_AES_128_GCM_SHA256) through benchmarks/tlsload.c; W10 is W1
+        # over TLS, W11 is W6 with a full handshake (no resumption) per connection.
+        Workload("W10", "TLS echo: 50 conns x 64 B ping-pong, TLS 1.3, AES-GCM", 50, mode="tls"),
+        Workload("W11", "TLS handshakes: 50 clients: connect, handshake, 64 B echo, close", 50,
+                 mode="tls-churn"),
     )
 }
 
@@ -117,15 +134,38 @@ class Server:
     udp_command: Callable[[str], list[str]] | None = None   # udp://HOST:PORT -> argv (W7)
     udp_unavailable: Callable[[], str | None] = lambda: None
     workers: int = 0        # worker processes it forks: a run waits for all of them to exist
+    # W8: a length-prefixed frame echo (ADDR -> argv).  A byte echo would pass W8's
+    # check without framing anything, so a server without one skips W8.
+    frames_command: Callable[[str], list[str]] | None = None
+    frames_only: bool = False   # it is a frame echo (command = frames_command): W8 and nothing else
+    # W10, W11: a TLS echo (ADDR, certificate, key -> argv); a server without one skips them.
+    tls_command: Callable[[str, Path, Path], list[str]] | None = None
+    tls_unavailable: Callable[[], str | None] = lambda: None
 
-    def argv(self, addr: str) -> list[str]:
+    def argv(self, addr: str, wl: Workload | None = None, tls: TlsFiles | None = None) -> list[str]:
         if addr.startswith("udp://"):
             assert self.udp_command is not None
             return self.udp_command(addr)
+        if wl is not None and wl.tls:
+            assert self.tls_command is not None and tls is not None
+            return self.tls_command(addr, tls.cert, tls.key)
+        if wl is not None and wl.mode == "frames":
+            assert self.frames_command is not None
+            return self.frames_command(addr)
         return self.command(addr)
 
     def cannot_run(self, wl: Workload) -> str | None:
         """Why this server cannot run workload `wl` (beyond `unavailable`), or None."""
+        frames = [w for w, x in WORKLOADS.items() if x.mode == "frames"]
+        if self.frames_only and wl.mode != "frames":
+            return f"{self.name} is a length-prefixed frame echo: it runs only {', '.join(frames)}"
+        if wl.mode == "frames" and self.frames_command is None:
+            return (f"{self.name} has no length-prefixed frame echo ({wl.name} echoes frame by frame; "
+                    f"a byte echo would pass its check without framing anything)")
+        if wl.tls:
+            if self.tls_command is None:
+                return f"{self.name} has no TLS server"
+            return self.tls_unavailable()
         if not wl.udp:
             return None
         if self.udp_command is None:
@@ -145,6 +185,14 @@ def _gnetpy_udp_missing() -> str | None:
     return f"gnetpy UDP server missing: {GNETPY_UDP_ECHO.relative_to(REPO_ROOT)} does not exist"
 
 
+def _gnetpy_frames_missing() -> str | None:
+    if not GNETPY_FRAMES.exists():
+        return f"gnetpy frame server missing: {GNETPY_FRAMES.relative_to(REPO_ROOT)} does not exist"
+    if not (REPO_ROOT / "src" / "gnetpy" / "codec.py").exists():
+        return "gnetpy has no codec module here (src/gnetpy/codec.py)"
+    return None
+
+
 def _uvloop_missing() -> str | None:
     if importlib.util.find_spec("uvloop") is None:
         return "uvloop is not importable in this Python (pip install uvloop)"
@@ -158,6 +206,20 @@ def _gnetpy_env() -> dict[str, str]:
     return {"PYTHONPATH": f"{src}{os.pathsep}{old}" if old else src}
 
 
+def _tls_echo(loop: str) -> Callable[[str, Path, Path], list[str]]:
+    """W10, W11: benchmarks/servers/tls_echo.py --loop LOOP (the same SSLContext for every loop)."""
+    def argv(addr: str, cert: Path, key: Path) -> list[str]:
+        return [sys.executable, str(TLS_ECHO), "--loop", loop, "--addr", addr, "--cert", str(cert),
+                "--key", str(key)]
+    return argv
+
+
+def _gnetpy_tls_missing() -> str | None:
+    if not (REPO_ROOT / "src" / "gnetpy" / "tls.py").exists():
+        return "gnetpy has no TLS here (src/gnetpy/tls.py)"
+    return None
+
+
 SERVERS = {
     s.name: s
     for s in (
@@ -168,18 +230,25 @@ SERVERS = {
             _gnetpy_env,
             lambda addr: [sys.executable, str(GNETPY_UDP_ECHO), "--addr", addr],
             _gnetpy_udp_missing,
+            tls_command=_tls_echo("gnetpy"),
+            tls_unavailable=_gnetpy_tls_missing,
         ),
         Server(
             "asyncio",
             lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr],
             lambda: None,
             udp_command=lambda addr: [sys.executable, str(ASYNCIO_UDP_ECHO), "--addr", addr],
+            frames_command=lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr, "--frames"],
+            tls_command=_tls_echo("asyncio"),
         ),
         Server(
             "uvloop",
             lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr, "--uvloop"],
             _uvloop_missing,
             udp_command=lambda addr: [sys.executable, str(ASYNCIO_UDP_ECHO), "--addr", addr, "--uvloop"],
+            frames_command=lambda addr: [sys.executable, str(ASYNCIO_ECHO), "--addr", addr, "--uvloop",
+                                         "--frames"],
+            tls_command=_tls_echo("uvloop"),
         ),
         Server(
             "c",
@@ -232,10 +301,30 @@ GNETPY_IDLE = _gnetpy_variant("gnetpy-idle", 1, "--idle-timeout", str(IDLE_TIMEO
 SERVERS[GNETPY_IDLE.name] = GNETPY_IDLE
 
 
+def _gnetpy_frames(name: str, mode: str) -> Server:
+    """W8's gnetpy servers: benchmarks/servers/gnetpy_frames.py --mode codec|hand (frames only)."""
+    def argv(addr: str) -> list[str]:
+        return [sys.executable, str(GNETPY_FRAMES), "--addr", addr, "--mode", mode]
+    return Server(name, argv, _gnetpy_frames_missing, _gnetpy_env, frames_command=argv, frames_only=True)
+
+
+# W8 "what the codec layer costs": the same length-prefixed frame echo through the
+# codec option and on_frame (gnetpy-codec), and framed by hand in on_traffic
+# (gnetpy-frames).  Frame echoes only; W8's default server set includes them.
+GNETPY_FRAMES_SERVERS = {
+    s.name: s
+    for s in (
+        _gnetpy_frames("gnetpy-codec", "codec"),
+        _gnetpy_frames("gnetpy-frames", "hand"),
+    )
+}
+SERVERS.update(GNETPY_FRAMES_SERVERS)
+
+
 def add_baseline_server(checkout: Path) -> None:
     """Register server 'baseline': the echo examples of another checkout, with its own src/."""
     udp_echo = checkout / "examples" / "udp_echo.py"
-    SERVERS["baseline"] = Server(
+    SERVERS["baseline"] = Server(   # no frame echo: W8 skips it
         "baseline",
         lambda addr: [sys.executable, str(checkout / "examples" / "echo.py"), "--addr", addr, "--loops", "1"],
         lambda: None,
@@ -247,9 +336,16 @@ def add_baseline_server(checkout: Path) -> None:
 
 # Run only when named: a measuring stick, not a contender (see servers/floor_echo.py),
 # gnetpy's multi-loop arrangements (one CPU for all of them; see GNETPY_VARIANTS), and
-# gnetpy with idle timeouts on (W9's question; see GNETPY_IDLE).
-ON_REQUEST = ("floor", *GNETPY_VARIANTS, GNETPY_IDLE.name)
+# gnetpy with idle timeouts on (W9's question; see GNETPY_IDLE), and W8's frame echoes,
+# which do run by default when W8 does (see default_servers).
+ON_REQUEST = ("floor", *GNETPY_VARIANTS, GNETPY_IDLE.name, *GNETPY_FRAMES_SERVERS)
 DEFAULT_SERVERS = [name for name in SERVERS if name not in ON_REQUEST]
+
+
+def default_servers(workloads: Sequence[str]) -> list[str]:
+    """The servers run when --servers is not given: DEFAULT_SERVERS, and W8's gnetpy servers with W8."""
+    frames = any(WORKLOADS[w].mode == "frames" for w in workloads)
+    return [*DEFAULT_SERVERS, *(GNETPY_FRAMES_SERVERS if frames else ())]
 
 LOAD_METRICS = (
     "msgs_per_s",
@@ -273,19 +369,31 @@ CHURN_METRICS = (
 )
 UDP_METRICS = (*LOAD_METRICS, "lost")   # a message is a datagram
 MIXED_METRICS = ("idle_conns", *LOAD_METRICS)   # W9: the active connections' figures
+FRAMES_METRICS = LOAD_METRICS   # W8: a message is a frame
+TLS_METRICS = LOAD_METRICS            # W10: a message over TLS (plaintext bytes for MB/s)
+TLS_CHURN_METRICS = CHURN_METRICS     # W11: a connection is one full TLS handshake
 METRICS = {"load": LOAD_METRICS, "idle": IDLE_METRICS, "churn": CHURN_METRICS, "udp": UDP_METRICS,
-           "mixed": MIXED_METRICS}
+           "frames": FRAMES_METRICS, "mixed": MIXED_METRICS, "tls": TLS_METRICS,
+           "tls-churn": TLS_CHURN_METRICS}
 # Per mode: the throughput and the server CPU figure that get ratios, tables and charts.
 COMPARED = {
     "load": ("msgs_per_s", "server_user_us_per_msg"),
     "idle": ("kib_per_conn",),
     "churn": ("conns_per_s", "server_user_us_per_conn"),
     "udp": ("msgs_per_s", "server_user_us_per_msg"),
+    "frames": ("msgs_per_s", "server_user_us_per_msg"),
     "mixed": ("msgs_per_s", "server_user_us_per_msg"),
+    "tls": ("msgs_per_s", "server_user_us_per_msg"),
+    "tls-churn": ("conns_per_s", "server_user_us_per_conn"),
 }
 REFERENCES = ("uvloop", "c")
-# W9 also compares with plain gnetpy: gnetpy-idle's ratio to it is the price of idle timeouts.
-MODE_REFERENCES = {"mixed": ("gnetpy", *REFERENCES)}
+# W8 also compares with gnetpy-frames (framing by hand): gnetpy-codec's ratio to it is the
+# price of the codec layer.  W9 compares with plain gnetpy: gnetpy-idle's ratio to it is the
+# price of idle timeouts.  W10 and W11 compare with uvloop only (the C server has no TLS).
+MODE_REFERENCES = {"frames": ("gnetpy-frames", *REFERENCES), "mixed": ("gnetpy", *REFERENCES),
+                   "tls": ("uvloop",), "tls-churn": ("uvloop",)}
+CODEC_TARGET = 1.3   # W8: gnetpy-codec / gnetpy-frames user µs per frame should stay at or under this
+TLS_TARGET = 1.0     # W10: gnetpy / uvloop server user µs per message should stay at or under this
 
 
 @dataclass
@@ -304,11 +412,17 @@ class Config:
 # ---- building -------------------------------------------------------------
 
 
-def ensure_built(name: str) -> Path:
-    """Compile benchmarks/NAME.c into benchmarks/build/NAME if it is stale."""
+def is_built(name: str) -> bool:
+    """benchmarks/build/NAME exists and is newer than benchmarks/NAME.c."""
+    binary = BUILD_DIR / name
+    return binary.exists() and binary.stat().st_mtime >= (BENCH_DIR / f"{name}.c").stat().st_mtime
+
+
+def ensure_built(name: str, libs: Sequence[str] = ()) -> Path:
+    """Compile benchmarks/NAME.c (linked with -lm and `libs`) into benchmarks/build/NAME if it is stale."""
     src = BENCH_DIR / f"{name}.c"
     binary = BUILD_DIR / name
-    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+    if is_built(name):
         return binary
     cc = shutil.which("cc")
     if cc is None:
@@ -317,7 +431,7 @@ def ensure_built(name: str) -> Path:
     # Build under a private name and rename, so a concurrent run never sees half a binary.
     tmp = BUILD_DIR / f".{name}.{os.getpid()}.tmp"
     proc = subprocess.run(
-        [cc, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(src), "-lm"],
+        [cc, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(src), *libs, "-lm"],
         capture_output=True, text=True, timeout=120,
     )
     if proc.returncode != 0:
@@ -327,6 +441,110 @@ def ensure_built(name: str) -> Path:
         print(proc.stderr, file=sys.stderr)
     os.replace(tmp, binary)
     return binary
+
+
+# ---- TLS (W10, W11) -------------------------------------------------------
+
+TLS_LIBS = ("-lssl", "-lcrypto")
+TLS_PACKAGES = {"openssl": "the openssl command (the throwaway certificate)",
+                "libssl-dev": "OpenSSL's headers and libraries (to build benchmarks/tlsload.c)"}
+# The throwaway server certificate: self-signed, ECDSA on P-256, valid for a day.  The key
+# type sets what a handshake costs (W11): an ECDSA P-256 signature is ~20 µs of server CPU,
+# an RSA-2048 one ~1 ms.
+TLS_CERT_KIND = "ECDSA P-256 (prime256v1), self-signed"
+TLS_CERT_ARGS = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+APT_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class TlsSetup:
+    """What W10 and W11 run with: the TLS load generator and the server's certificate."""
+    tlsload: Path
+    files: TlsFiles
+
+
+def have_openssl_headers() -> bool:
+    """Whether `cc` finds <openssl/ssl.h>."""
+    cc = shutil.which("cc")
+    if cc is None:
+        return False
+    proc = subprocess.run([cc, "-E", "-x", "c", "-", "-o", os.devnull], input="#include <openssl/ssl.h>\n",
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc.returncode == 0
+
+
+def missing_tls_packages() -> list[str]:
+    """The Debian packages W10/W11 need that are not here (libssl-dev only while tlsload is unbuilt)."""
+    missing = []
+    if shutil.which("openssl") is None:
+        missing.append("openssl")
+    if not is_built("tlsload") and not have_openssl_headers():
+        missing.append("libssl-dev")
+    return missing
+
+
+def install_tls_packages() -> str | None:
+    """Install what W10/W11 lack (apt-get, as root only); why they cannot run, or None."""
+    missing = missing_tls_packages()
+    if not missing:
+        return None
+    what = "; ".join(f"{p}: {TLS_PACKAGES[p]}" for p in missing)
+    hint = f"`apt-get install -y {' '.join(missing)}`"
+    if os.geteuid() != 0:
+        return f"missing {what}; not installed automatically (not root): install with {hint}"
+    if shutil.which("apt-get") is None:
+        return f"missing {what}; no apt-get here to install it with"
+    print(f"W10/W11: installing {' '.join(missing)} (apt-get) ...", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return f"missing {what}; `{' '.join(argv)}` did not finish in {APT_TIMEOUT_S} s"
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip()[-500:]
+            return f"missing {what}; `{' '.join(argv)}` failed (exit {proc.returncode}): {tail}"
+    still = missing_tls_packages()
+    return f"still missing after apt-get install: {', '.join(still)}" if still else None
+
+
+def make_certificate(workdir: Path) -> TlsFiles:
+    """A throwaway self-signed certificate and key for CN=localhost (TLS_CERT_KIND) in `workdir`."""
+    files = TlsFiles(workdir / "tls-cert.pem", workdir / "tls-key.pem")
+    argv = ["openssl", "req", "-x509", *TLS_CERT_ARGS, "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-keyout", str(files.key), "-out", str(files.cert)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"making the TLS certificate failed ({' '.join(argv)}):\n{proc.stderr.strip()}")
+    return files
+
+
+def prepare_tls(workdir: Path, workloads: Sequence[str], servers: Sequence[str],
+                skipped_workloads: dict[str, dict[str, str]]) -> TlsSetup | None:
+    """W10/W11's load generator and certificate, when a server is to run one of them.
+
+    Installs openssl and libssl-dev first where they are missing (root only).  Where
+    that cannot be done, every server skips W10 and W11 with the reason (in
+    `skipped_workloads`, as a server without TLS does) and the rest of the run goes on.
+    """
+    tls = [w for w in workloads if WORKLOADS[w].tls]
+    if not any(srv not in skipped_workloads.get(w, {}) for w in tls for srv in servers):
+        return None
+    if why := install_tls_packages():
+        why = f"TLS workloads cannot run here: {why}"
+        print(f"SKIPPING {', '.join(tls)}: {why}", file=sys.stderr)
+        for w in tls:
+            for srv in servers:
+                skipped_workloads.setdefault(w, {}).setdefault(srv, why)
+        return None
+    return TlsSetup(ensure_built("tlsload", TLS_LIBS), make_certificate(workdir))
 
 
 # ---- processes ------------------------------------------------------------
@@ -583,11 +801,13 @@ def loadgen_target(addr: str) -> list[str]:
 
 def mode_args(wl: Workload, addr: str) -> list[str]:
     """The load generator's options for `wl` beyond target, size and timing."""
-    if wl.mode == "churn":
+    if wl.mode in ("churn", "tls-churn"):   # tls-churn: benchmarks/tlsload.c, always over TCP
         spread = ["--src-addrs", str(CHURN_SRC_ADDRS)] if addr.startswith("tcp://") else []
         return ["--churn", *spread]
     if wl.mode == "udp":
         return []
+    if wl.mode == "frames":
+        return ["--frames", "--depth", str(wl.depth)]
     return ["--depth", str(wl.depth)]
 
 
@@ -765,19 +985,23 @@ def run_mixed(
 
 def run_once(
     procs: Processes, loadgen: Path, workdir: Path, server_name: str, wl: Workload,
-    cfg: Config, idle_conns: int,
+    cfg: Config, idle_conns: int, tls: TlsSetup | None = None,
 ) -> dict[str, Any]:
-    """Fresh server, one measurement, server stopped."""
+    """Fresh server, one measurement, server stopped.  W10/W11 need `tls` (prepare_tls)."""
     server_cpu, loadgen_cpu = pick_cpus()
+    if wl.tls:
+        if tls is None:
+            raise HarnessError(f"{wl.name} needs the TLS load generator and a certificate (prepare_tls)")
+        loadgen = tls.tlsload
     if wl.udp:
         addr = free_udp_addr()   # W7 is UDP whatever --unix says
-    elif cfg.unix:
+    elif cfg.unix and not wl.tls:   # W10, W11 stay TCP
         addr = f"unix://{workdir / f'{server_name}-{time.monotonic_ns()}.sock'}"
     else:
         addr = free_tcp_addr()
     spec = SERVERS[server_name]
-    server = start_server(procs, server_name, spec.argv(addr), addr, workdir,
-                          server_cpu, spec.env())
+    server = start_server(procs, server_name, spec.argv(addr, wl, tls.files if tls else None), addr,
+                          workdir, server_cpu, spec.env())
     try:
         if spec.workers:
             wait_for_processes(server, 1 + spec.workers)
@@ -873,8 +1097,19 @@ UDP_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/datag
               "sys µs/datagram", "lost", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
 MIXED_HEADER = ["workload", "server", "idle conns", "msgs/s", "p99 µs", "user µs/msg", "sys µs/msg",
                 "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
+# W8: no C columns (the C server has no frame echo); user/hand is relative to gnetpy-frames.
+FRAMES_HEADER = ["workload", "server", "frames/s", "MB/s", "p99 µs", "user µs/frame", "sys µs/frame",
+                 "user/hand", "thr/uvloop", "user/uvloop"]
+# W10, W11: no C columns (the C server has no TLS); the load generator's CPU, since its
+# TLS work can be what limits the throughput (W11's handshakes above all).
+TLS_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/msg", "sys µs/msg",
+              "loadgen CPU", "thr/uvloop", "user/uvloop"]
+TLS_CHURN_HEADER = ["workload", "server", "handshakes/s", "p99 µs", "user µs/handshake",
+                    "sys µs/handshake", "loadgen CPU", "thr/uvloop", "user/uvloop"]
+# In this order: W1-W4, W5, W6, W7, W8, W9, W10, W11.
 HEADERS = {"load": LOAD_HEADER, "idle": IDLE_HEADER, "churn": CHURN_HEADER, "udp": UDP_HEADER,
-           "mixed": MIXED_HEADER}
+           "frames": FRAMES_HEADER, "mixed": MIXED_HEADER, "tls": TLS_HEADER,
+           "tls-churn": TLS_CHURN_HEADER}
 
 
 def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]:
@@ -904,6 +1139,31 @@ def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]
                     times(r["msgs_per_s_vs_uvloop"]), times(r["msgs_per_s_vs_c"]),
                     times(r["server_user_us_per_msg_vs_uvloop"]),
                     times(r["server_user_us_per_msg_vs_c"]),
+                ])
+            elif mode == "frames":
+                rows.append([
+                    wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
+                    cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]),
+                    times(r["server_user_us_per_msg_vs_gnetpy-frames"]),
+                    times(r["msgs_per_s_vs_uvloop"]),
+                    times(r["server_user_us_per_msg_vs_uvloop"]),
+                ])
+            elif mode == "tls":
+                rows.append([
+                    wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
+                    cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]), f"{s['loadgen_cpu_util']['median']:.0%}",
+                    times(r["msgs_per_s_vs_uvloop"]),
+                    times(r["server_user_us_per_msg_vs_uvloop"]),
+                ])
+            elif mode == "tls-churn":
+                rows.append([
+                    wl_name, srv, cell(s["conns_per_s"]), cell(s["rtt_p99_us"]),
+                    cell(s["server_user_us_per_conn"]), cell(s["server_sys_us_per_conn"]),
+                    f"{s['loadgen_cpu_util']['median']:.0%}",
+                    times(r["conns_per_s_vs_uvloop"]),
+                    times(r["server_user_us_per_conn_vs_uvloop"]),
                 ])
             elif mode == "udp":
                 rows.append([
@@ -949,7 +1209,7 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def build_tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
-    """One table per kind of workload: W1-W4, W5, W6, W7, W9."""
+    """One table per kind of workload: W1-W4, W5, W6, W7, W8, W9."""
     tables = []
     for mode, header in HEADERS.items():
         rows = table_rows(results["summary"], mode)
@@ -986,6 +1246,18 @@ def notes(results: dict[str, Any]) -> list[str]:
         out.append("W7: UDP on 127.0.0.1" + (" (--unix does not apply)" if cfg["unix"] else "")
                    + "; user/sys per datagram; lost: datagrams not echoed within the load "
                    "generator's timeout (counted, then replaced).")
+    frames = [w for w in wls if WORKLOADS[w].mode == "frames"]
+    for w in frames:
+        wl = WORKLOADS[w]
+        out.append(f"{w}: length-prefixed frames (a 4-byte big-endian length + a {wl.size} B body, "
+                   f"{wl.size + 4} B on the wire, which MB/s counts), {wl.depth} in flight per "
+                   f"connection, echoed frame by frame (one write per frame); per frame = per "
+                   f"message.  gnetpy-codec: the codec option "
+                   f"(LengthFieldBasedFrameCodec) and on_frame, replies encoded by the codec; "
+                   f"gnetpy-frames: the same framing by hand in on_traffic; asyncio, uvloop: "
+                   f"asyncio_echo.py --frames.  user/hand: user µs/frame relative to gnetpy-frames.")
+        if cost := codec_cost(results["summary"].get(w, {}), w):
+            out.append(cost)
     if "W9" in wls:
         out.append(f"W9: idle conns held open by one load generator while {WORKLOADS['W9'].conns} more "
                    f"do 64 B ping-pong from a second one (both on the load generator CPU); msgs/s, p99 "
@@ -994,11 +1266,84 @@ def notes(results: dict[str, Any]) -> list[str]:
                    f"and are there for context.")
         if cost := idle_timeout_cost(results["summary"].get("W9", {})):
             out.append(cost)
+    for w in (w for w in wls if WORKLOADS[w].tls):
+        out += tls_notes(w, results["summary"].get(w, {}), cfg["unix"])
     for srv, reason in results["skipped"].items():
         out.append(f"SKIPPED {srv}: {reason}")
-    for wl_name, per_server in results.get("skipped_workloads", {}).items():
+    for srv, wl_names, reason in group_skips(results.get("skipped_workloads", {})):
+        out.append(f"SKIPPED {srv} in {', '.join(wl_names)}: {reason}")
+    return out
+
+
+def group_skips(skipped_workloads: dict[str, dict[str, str]]) -> list[tuple[str, list[str], str]]:
+    """(server, [workloads], why) for each server and reason: one line, not one per workload."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for wl_name, per_server in skipped_workloads.items():
         for srv, reason in per_server.items():
-            out.append(f"SKIPPED {srv} in {wl_name}: {reason}")
+            groups.setdefault((srv, reason), []).append(wl_name)
+    return [(srv, wl_names, reason) for (srv, reason), wl_names in groups.items()]
+
+
+def codec_cost(per_server: dict[str, Any], wl_name: str = "W8") -> str | None:
+    """W8's note: gnetpy-codec / gnetpy-frames user µs per frame, when both ran."""
+    if "gnetpy-codec" not in per_server or "gnetpy-frames" not in per_server:
+        return None
+    codec, hand = per_server["gnetpy-codec"], per_server["gnetpy-frames"]
+    r = codec["ratios"]["server_user_us_per_msg_vs_gnetpy-frames"]
+    if r is None:
+        return None
+    codec_us, hand_us = codec["server_user_us_per_msg"], hand["server_user_us_per_msg"]
+    overlap = codec_us["min"] <= hand_us["max"] and hand_us["min"] <= codec_us["max"]
+    verdict = "within" if r <= CODEC_TARGET else "OVER"
+    return (f"{wl_name}: the codec layer costs {r:.2f}x: gnetpy-codec / gnetpy-frames user µs/frame = "
+            f"{r:.3f} ({cell(codec_us)} against {cell(hand_us)}, medians"
+            + ("; the ranges overlap" if overlap and codec["runs"] > 1 else "")
+            + f"); {verdict} the target of {CODEC_TARGET:g}x.")
+
+
+LOADGEN_BOUND = 0.9   # W10, W11: a load generator this busy may be what limits the throughput
+
+
+def tls_notes(wl_name: str, per_server: dict[str, Any], unix: bool = False) -> list[str]:
+    """W10's and W11's notes: what was measured, gnetpy against uvloop (W10: against the
+    target), and the servers whose run was limited by the load generator's CPU."""
+    wl = WORKLOADS[wl_name]
+    churn = wl.mode == "tls-churn"
+    over = " over TCP (--unix does not apply)" if unix else ""
+    if churn:
+        what = (f"{wl_name}: a new TCP connection and a full TLS 1.3 handshake per request{over} (no session "
+                f"resumption: the client keeps no ticket and fails the run if a session is resumed), one "
+                f"{wl.size} B echo, then the client sends close_notify and closes; {wl.conns} clients bound "
+                f"to {CHURN_SRC_ADDRS} source addresses; handshakes/s and server CPU per handshake.")
+    else:
+        what = (f"{wl_name}: {wl.conns} TLS 1.3 connections{over} x {wl.size} B ping-pong after each "
+                f"connection's handshake (not measured); one record each way per message; MB/s counts "
+                f"plaintext.")
+    out = [what + (f"  TLS 1.3 with TLS_AES_128_GCM_SHA256 (benchmarks/tlsload.c, no certificate "
+                   f"verification); certificate: {TLS_CERT_KIND}; one server SSLContext "
+                   f"(create_default_context(Purpose.CLIENT_AUTH) + load_cert_chain) for gnetpy, asyncio "
+                   f"and uvloop (benchmarks/servers/tls_echo.py).")]
+    key = "server_user_us_per_conn" if churn else "server_user_us_per_msg"
+    unit = "handshake" if churn else "msg"
+    if "gnetpy" in per_server and "uvloop" in per_server:
+        mine, ref = per_server["gnetpy"], per_server["uvloop"]
+        r = mine["ratios"].get(f"{key}_vs_uvloop")
+        if r is not None:
+            a, b = mine[key], ref[key]
+            overlap = a["min"] <= b["max"] and b["min"] <= a["max"] and mine["runs"] > 1
+            text = (f"{wl_name}: gnetpy / uvloop server user µs/{unit} = {r:.3f} ({cell(a)} against "
+                    f"{cell(b)}, medians" + ("; the ranges overlap" if overlap else "") + ")")
+            if churn:
+                out.append(text + "; no target, reported as measured.")
+            else:
+                verdict = "within" if r <= TLS_TARGET else "OVER"
+                out.append(text + f"; {verdict} the target of {TLS_TARGET:g}x (gnetpy's user CPU per "
+                                  f"message at or under uvloop's).")
+    bound = [srv for srv, s in per_server.items() if s["loadgen_cpu_util"]["median"] >= LOADGEN_BOUND]
+    if bound:
+        out.append(f"{wl_name}: the load generator was at >= {LOADGEN_BOUND:.0%} of its CPU against "
+                   f"{', '.join(bound)}: there the {'handshakes' if churn else 'msgs'}/s are (also) limited "
+                   f"by the client's TLS work, not only by the server; server CPU per {unit} still holds.")
     return out
 
 
@@ -1079,8 +1424,14 @@ CHART_PANELS = {
               ("server_user_us_per_conn", "server user CPU µs/conn (lower is better)")),
     "udp": (("msgs_per_s", "datagrams/s (higher is better)"),
             ("server_user_us_per_msg", "server user CPU µs/datagram (lower is better)")),
+    "frames": (("msgs_per_s", "frames/s (higher is better)"),
+               ("server_user_us_per_msg", "server user CPU µs/frame (lower is better)")),
     "mixed": (("msgs_per_s", "msgs/s, 1% active (higher is better)"),
               ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+    "tls": (("msgs_per_s", "TLS msgs/s (higher is better)"),
+            ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+    "tls-churn": (("conns_per_s", "TLS handshakes/s (higher is better)"),
+                  ("server_user_us_per_conn", "server user CPU µs/handshake (lower is better)")),
     "idle": (("kib_per_conn", "server KiB per idle conn (lower is better)"),),
 }
 
@@ -1148,12 +1499,14 @@ def benchmark(cfg: Config) -> dict[str, Any]:
     if not ran.servers:
         raise HarnessError("none of the requested servers can run here")
     # A server that runs, but not this workload (floor has no UDP; gnetpy's UDP example may be missing).
+    # W8 runs frame echoes only (a byte echo cannot run it; gnetpy-codec cannot run anything else).
     skipped_workloads: dict[str, dict[str, str]] = {}
     for wl_name in cfg.workloads:
         for srv in ran.servers:
             if why := SERVERS[srv].cannot_run(WORKLOADS[wl_name]):
                 skipped_workloads.setdefault(wl_name, {})[srv] = why
-                print(f"SKIPPING {srv} in {wl_name}: {why}", file=sys.stderr)
+    for srv, wl_names, why in group_skips(skipped_workloads):
+        print(f"SKIPPING {srv} in {', '.join(wl_names)}: {why}", file=sys.stderr)
     loadgen = ensure_built("loadgen")
     if "c" in ran.servers:
         ensure_built("c_echo")
@@ -1165,6 +1518,7 @@ def benchmark(cfg: Config) -> dict[str, Any]:
 
     runs: list[dict[str, Any]] = []
     with Processes() as procs, tempfile.TemporaryDirectory(prefix="gnetpy-bench-") as tmp:
+        tls = prepare_tls(Path(tmp), cfg.workloads, ran.servers, skipped_workloads)   # W10, W11
         for wl_name in cfg.workloads:
             wl = WORKLOADS[wl_name]
             for rep in range(cfg.reps):
@@ -1172,7 +1526,7 @@ def benchmark(cfg: Config) -> dict[str, Any]:
                     if srv in skipped or srv in skipped_workloads.get(wl_name, {}):
                         continue
                     try:
-                        result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns)
+                        result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns, tls)
                     except ServerRejected as e:
                         # Its flags are not there yet (an example that lags behind the
                         # harness): skipped like a missing server, with its own error.
@@ -1211,11 +1565,23 @@ def progress(run: dict[str, Any], cfg: Config) -> None:
                 f"sys {num(run['server_sys_us_per_conn'])} us/conn  "
                 f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
                 f"{run['loadgen_cpu_util']:.0%})")
+    elif run.get("mode") == "tls-churn":   # W11
+        body = (f"{num(run['conns_per_s'])} handshakes/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_conn'])} us/handshake  "
+                f"sys {num(run['server_sys_us_per_conn'])} us/handshake  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
     elif "idle_conns" in run:   # W9
         body = (f"{run['idle_conns']} idle + {run['connections']} active conns: "
                 f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
                 f"user {num(run['server_user_us_per_msg'])} us/msg  "
                 f"sys {num(run['server_sys_us_per_msg'])} us/msg  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
+    elif run.get("mode") == "frames":
+        body = (f"{num(run['msgs_per_s'])} frames/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_msg'])} us/frame  "
+                f"sys {num(run['server_sys_us_per_msg'])} us/frame  "
                 f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
                 f"{run['loadgen_cpu_util']:.0%})")
     elif run.get("mode") == "udp":
@@ -1293,20 +1659,23 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
     p.add_argument("--workloads", type=_names(WORKLOADS), default=list(WORKLOADS),
                    help="comma-separated subset of " + ",".join(WORKLOADS))
-    p.add_argument("--servers", type=_names(SERVERS), default=DEFAULT_SERVERS,
+    p.add_argument("--servers", type=_names(SERVERS), default=None,
                    help="comma-separated subset of " + ",".join(SERVERS)
-                   + f" (default: all but {', '.join(ON_REQUEST)}; see benchmarks/README.md)")
+                   + f" (default: all but {', '.join(ON_REQUEST)}, plus "
+                   + f"{', '.join(GNETPY_FRAMES_SERVERS)} when W8 runs; see benchmarks/README.md)")
     p.add_argument("--idle-conns", type=_positive(int),
                    help="W5 connection count, and W9's in all: this many less its 100 active ones "
                         "are held idle (default 10000; 2000 with --quick)")
     p.add_argument("--unix", action="store_true",
-                   help="Unix domain sockets instead of TCP (W1-W6, W9; W7 stays UDP)")
+                   help="Unix domain sockets instead of TCP (W1-W6, W9; W7 stays UDP, W10-W11 TCP)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory (default benchmarks/results)")
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                    help="also run another gnetpy checkout (e.g. a `git worktree` of main) as server "
                         "'baseline', interleaved with the others: before/after in one run")
     a = p.parse_args(argv)
+    if a.servers is None:
+        a.servers = default_servers(a.workloads)
     if a.baseline is not None:
         if not (a.baseline / "examples" / "echo.py").exists():
             p.error(f"--baseline {a.baseline}: no examples/echo.py there")

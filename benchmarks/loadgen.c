@@ -21,6 +21,12 @@
  * reports connections/s, the connect->echo->close time p50/p99 and the
  * server's CPU time per connection.
  *
+ * Frames mode (--frames, with --tcp or --unix): load mode with each message a
+ * length-prefixed frame, a 4-byte big-endian length and SIZE bytes of body, so
+ * a server that echoes frame by frame (decoding, then writing each frame back)
+ * can be measured; every echoed byte, header and body, is checked.  The
+ * handshake is a frame too (a 12-byte body).  msgs/s are frames/s.
+ *
  * UDP mode (--udp HOST:PORT): N connected UDP sockets each keep one SIZE-byte
  * datagram in flight; a datagram not echoed within --loss-timeout is counted
  * lost and replaced by one with a new sequence number.  Reports datagrams/s,
@@ -63,6 +69,8 @@
 #define UDP_MAGIC 0x4c475544u     /* "LGUD" */
 #define UDP_MAX_SIZE 65507        /* the largest UDP payload over IPv4 */
 #define MAX_TREE 4096             /* processes in the server's tree that are summed */
+#define FRAME_HEADER 4            /* --frames: a big-endian u32 body length before each body */
+#define FRAMES_PATTERN_MAX (16u << 20)   /* --frames: bound on the framed pattern's period */
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -82,7 +90,8 @@ struct conn {
     int idx;
     enum conn_state state;
     int want_out;               /* EPOLLOUT is registered */
-    uint64_t phase_shift;       /* where this connection starts in the pattern */
+    uint64_t phase_shift;       /* where this connection starts in the pattern (--frames:
+                                   a whole number of frames) */
     uint64_t queued;            /* stream bytes the protocol has issued */
     uint64_t sent;              /* stream bytes written to the socket */
     uint64_t recvd;             /* stream bytes echoed back and verified */
@@ -118,6 +127,7 @@ struct options {
     const char *unix_path;
     const char *udp;
     int churn;
+    int frames;
     int src_addrs;
     double loss_timeout_ms;
     int conns;
@@ -164,8 +174,11 @@ static struct {
     unsigned char *sbuf;         /* UDP: the datagram being built */
     unsigned char *expect;       /* UDP: the datagram expected back */
     uint64_t *issued_slab;
-    unsigned char *pattern;      /* PATTERN_PERIOD bytes, then repeated slack */
+    unsigned char *pattern;      /* `period` bytes, then repeated slack */
     size_t pattern_len;
+    size_t period;               /* PATTERN_PERIOD; --frames: a whole number of frames */
+    size_t msg_bytes;            /* one message on the wire: SIZE, or the header + SIZE with --frames */
+    unsigned char *handshakes;   /* --frames: each connection's 16-byte handshake frame */
     unsigned char *rbuf;
     int ready;                   /* connections past the handshake */
     uint64_t measured_msgs;
@@ -244,6 +257,7 @@ static double hist_quantile_us(double q)
 static void pattern_init(size_t slack)
 {
     uint64_t x = 0x9e3779b97f4a7c15u;
+    g.period = PATTERN_PERIOD;
     g.pattern_len = PATTERN_PERIOD + slack;
     g.pattern = malloc(g.pattern_len);
     if (!g.pattern)
@@ -258,9 +272,63 @@ static void pattern_init(size_t slack)
         g.pattern[i] = g.pattern[i - PATTERN_PERIOD];
 }
 
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* --frames: the stream is frames, FRAME_HEADER bytes of length (SIZE, big
+ * endian) then SIZE bytes of body, body j being the plain pattern from
+ * j * SIZE.  The framed pattern holds K whole frames (K = PATTERN_PERIOD, a
+ * prime, unless that is over FRAMES_PATTERN_MAX bytes: then as many as fit,
+ * at least 16), then slack, so any
+ * window of the stream is still one contiguous send()/memcmp().  Connection i
+ * starts at frame (i * 7919) mod K, after its handshake frame: a 12-byte body
+ * from the plain pattern at a phase of its own. */
+static void frames_pattern_init(size_t slack)
+{
+    pattern_init(opt.size > HANDSHAKE_BYTES ? opt.size : HANDSHAKE_BYTES);
+    unsigned char *plain = g.pattern;
+    size_t frame = g.msg_bytes;
+    size_t k = PATTERN_PERIOD;
+    if ((uint64_t)k * frame > FRAMES_PATTERN_MAX)
+        k = FRAMES_PATTERN_MAX / frame > 16 ? FRAMES_PATTERN_MAX / frame : 16;
+    g.period = k * frame;
+    g.pattern_len = g.period + slack;
+    g.pattern = malloc(g.pattern_len);
+    g.handshakes = malloc((size_t)opt.conns * HANDSHAKE_BYTES);
+    if (!g.pattern || !g.handshakes)
+        fail("out of memory for the %zu-byte framed pattern", g.pattern_len);
+    for (size_t j = 0; j < k; j++) {
+        unsigned char *f = g.pattern + j * frame;
+        put_be32(f, (uint32_t)opt.size);
+        memcpy(f + FRAME_HEADER, plain + (j * opt.size) % PATTERN_PERIOD, opt.size);
+    }
+    for (size_t i = g.period; i < g.pattern_len; i++)
+        g.pattern[i] = g.pattern[i - g.period];
+    for (int i = 0; i < opt.conns; i++) {
+        unsigned char *h = g.handshakes + (size_t)i * HANDSHAKE_BYTES;
+        put_be32(h, HANDSHAKE_BYTES - FRAME_HEADER);
+        memcpy(h + FRAME_HEADER, plain + ((uint64_t)i * 7919u + 1) % PATTERN_PERIOD,
+               HANDSHAKE_BYTES - FRAME_HEADER);
+        g.conns[i].phase_shift = ((uint64_t)i * 7919u) % k * frame;
+    }
+    free(plain);
+}
+
+/* The stream's bytes from `offset` on.  A window never spans the handshake's
+ * end: the handshake is sent and echoed before any message is issued. */
 static const unsigned char *pattern_at(const struct conn *c, uint64_t offset)
 {
-    return g.pattern + (offset + c->phase_shift) % PATTERN_PERIOD;
+    if (opt.frames) {
+        if (offset < HANDSHAKE_BYTES)
+            return g.handshakes + (size_t)c->idx * HANDSHAKE_BYTES + offset;
+        offset -= HANDSHAKE_BYTES;
+    }
+    return g.pattern + (offset + c->phase_shift) % g.period;
 }
 
 /* ---- server CPU from /proc: the whole process tree --------------------- */
@@ -470,8 +538,8 @@ static void flush_send(struct conn *c)
 {
     while (c->sent < c->queued) {
         size_t len = (size_t)(c->queued - c->sent);
-        if (len > g.pattern_len - PATTERN_PERIOD)
-            len = g.pattern_len - PATTERN_PERIOD;
+        if (len > g.pattern_len - g.period)
+            len = g.pattern_len - g.period;
         ssize_t n = send(c->fd, pattern_at(c, c->sent), len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -523,8 +591,8 @@ static void on_connected(struct conn *c)
  * the same number of new messages, so DEPTH stay in flight. */
 static void on_messages_done(struct conn *c, uint64_t before, uint64_t now)
 {
-    uint64_t done_before = (before - HANDSHAKE_BYTES) / opt.size;
-    uint64_t done_now = (c->recvd - HANDSHAKE_BYTES) / opt.size;
+    uint64_t done_before = (before - HANDSHAKE_BYTES) / g.msg_bytes;
+    uint64_t done_now = (c->recvd - HANDSHAKE_BYTES) / g.msg_bytes;
     for (uint64_t m = done_before; m < done_now; m++) {
         uint64_t *slot = &c->issued_ns[m % opt.depth];
         if (g.phase == MEASURE) {
@@ -532,7 +600,7 @@ static void on_messages_done(struct conn *c, uint64_t before, uint64_t now)
             g.measured_msgs++;
         }
         *slot = now;  /* message m + depth reuses the slot of message m */
-        c->queued += opt.size;
+        c->queued += g.msg_bytes;
     }
     if (done_now != done_before)
         flush_send(c);
@@ -549,6 +617,14 @@ static void report_mismatch(const struct conn *c, const unsigned char *got, size
         fail("connection %d: echo mismatch at stream offset %llu (handshake byte %llu): "
              "expected 0x%02x, got 0x%02x", c->idx, (unsigned long long)off,
              (unsigned long long)off, want[i], got[i]);
+    if (opt.frames) {
+        uint64_t at = (off - HANDSHAKE_BYTES) % g.msg_bytes;
+        int header = at < FRAME_HEADER;
+        fail("connection %d: echo mismatch at stream offset %llu (frame %llu, %s byte %llu): "
+             "expected 0x%02x, got 0x%02x", c->idx, (unsigned long long)off,
+             (unsigned long long)((off - HANDSHAKE_BYTES) / g.msg_bytes), header ? "header" : "body",
+             (unsigned long long)(header ? at : at - FRAME_HEADER), want[i], got[i]);
+    }
     fail("connection %d: echo mismatch at stream offset %llu (message %llu, byte %llu): "
          "expected 0x%02x, got 0x%02x", c->idx, (unsigned long long)off,
          (unsigned long long)((off - HANDSHAKE_BYTES) / opt.size),
@@ -790,7 +866,7 @@ static void run_load(uint64_t t_start)
         struct conn *c = &g.conns[i];
         for (unsigned m = 0; m < opt.depth; m++)
             c->issued_ns[m] = now;
-        c->queued += (uint64_t)opt.depth * opt.size;
+        c->queued += (uint64_t)opt.depth * g.msg_bytes;
         flush_send(c);
     }
     struct window w = {0};
@@ -802,12 +878,18 @@ static void run_load(uint64_t t_start)
         fail("no message completed a round trip in the %.2f s measured window", secs);
 
     double msgs = (double)g.measured_msgs;
-    printf("{\"mode\": \"load\", \"connections\": %d, \"msg_size\": %zu, \"depth\": %u, "
+    if (opt.frames)
+        printf("{\"mode\": \"frames\", \"frame_header_bytes\": %d, \"frame_bytes\": %zu, ",
+               FRAME_HEADER, g.msg_bytes);
+    else
+        printf("{\"mode\": \"load\", ");
+    /* MB/s: the bytes on the wire one way (--frames: the frames, headers included). */
+    printf("\"connections\": %d, \"msg_size\": %zu, \"depth\": %u, "
            "\"warmup_s\": %.3f, \"duration_s\": %.6f, \"setup_s\": %.3f, "
            "\"messages\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
            "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"loadgen_cpu_util\": %.3f",
            opt.conns, opt.size, opt.depth, opt.warmup, secs, setup_s,
-           (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)opt.size / secs / 1e6,
+           (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)g.msg_bytes / secs / 1e6,
            hist_quantile_us(0.50), hist_quantile_us(0.99), (w.self1 - w.self0) / secs);
     print_server_cpu(&w, "msg", msgs);
     printf("}\n");
@@ -1276,6 +1358,7 @@ static void raise_nofile(int needed)
 
 static void allocate(void)
 {
+    g.msg_bytes = opt.size + (opt.frames ? FRAME_HEADER : 0);
     g.rbuf = malloc(RECV_CHUNK);
     if (!g.rbuf)
         fail("out of memory for the receive buffer");
@@ -1303,8 +1386,11 @@ static void allocate(void)
         g.conns[i].phase_shift = ((uint64_t)i * 7919u) % PATTERN_PERIOD;
         g.conns[i].issued_ns = g.issued_slab + (size_t)i * opt.depth;
     }
-    size_t inflight = HANDSHAKE_BYTES + (size_t)opt.depth * opt.size;
-    pattern_init(inflight > RECV_CHUNK ? inflight : RECV_CHUNK);
+    size_t inflight = HANDSHAKE_BYTES + (size_t)opt.depth * g.msg_bytes;
+    if (opt.frames)
+        frames_pattern_init(inflight > RECV_CHUNK ? inflight : RECV_CHUNK);
+    else
+        pattern_init(inflight > RECV_CHUNK ? inflight : RECV_CHUNK);
 }
 
 static void usage(FILE *f)
@@ -1325,6 +1411,8 @@ static void usage(FILE *f)
           "  --churn          each client: connect, one SIZE-byte ping-pong, close; repeat\n"
           "  --src-addrs K    churn: spread clients over source addresses 127.0.0.1..K\n"
           "                   (default 1; each has its own ephemeral ports)\n"
+          "  --frames         each message is a frame: a 4-byte big-endian length, then\n"
+          "                   SIZE bytes of body (for servers that echo frame by frame)\n"
           "  --udp HOST:PORT  UDP echo: one datagram in flight per socket\n"
           "  --loss-timeout MS  UDP: count a datagram lost after MS ms (default 200)\n", f);
 }
@@ -1360,6 +1448,7 @@ static void parse_args(int argc, char **argv)
         {"churn", no_argument, 0, 'C'},          {"src-addrs", required_argument, 0, 'S'},
         {"udp", required_argument, 0, 'U'},      {"loss-timeout", required_argument, 0, 'L'},
         {"measure-at", required_argument, 0, 'M'},
+        {"frames", no_argument, 0, 'F'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -1380,6 +1469,7 @@ static void parse_args(int argc, char **argv)
         case 'S': opt.src_addrs = (int)parse_long("--src-addrs", optarg, 1); break;
         case 'U': opt.udp = optarg; break;
         case 'L': opt.loss_timeout_ms = parse_double("--loss-timeout", optarg, 1.0); break;
+        case 'F': opt.frames = 1; break;
         case 'M': opt.measure_at = parse_double("--measure-at", optarg, 1.0); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -1391,6 +1481,10 @@ static void parse_args(int argc, char **argv)
     }
     if (opt.idle + opt.churn + !!opt.udp > 1)
         fail("--idle, --churn and --udp are separate modes: pick one");
+    if (opt.frames && (opt.idle || opt.churn || opt.udp))
+        fail("--frames is load mode's (--tcp or --unix): not with --idle, --churn or --udp");
+    if (opt.frames && opt.size > 0xFFFFFFFFu)
+        fail("--frames: --size must fit the 4-byte length header");
     if (opt.src_addrs > 1 && !(opt.churn && opt.tcp))
         fail("--src-addrs is for --churn over --tcp");
     if (opt.src_addrs > MAX_SRC_ADDRS)
@@ -1402,7 +1496,7 @@ static void parse_args(int argc, char **argv)
     if (opt.udp && (opt.size < UDP_HEADER || opt.size > UDP_MAX_SIZE))
         fail("--udp: --size must be %d..%d bytes (sequence header, IPv4 UDP payload limit)",
              UDP_HEADER, UDP_MAX_SIZE);
-    if ((uint64_t)opt.size * opt.depth > MAX_INFLIGHT_BYTES)
+    if ((uint64_t)(opt.size + (opt.frames ? FRAME_HEADER : 0)) * opt.depth > MAX_INFLIGHT_BYTES)
         fail("--size x --depth is over %u bytes in flight per connection", MAX_INFLIGHT_BYTES);
 }
 

@@ -2,11 +2,16 @@
 
     python benchmarks/servers/asyncio_echo.py --addr tcp://127.0.0.1:PORT [--uvloop]
     python benchmarks/servers/asyncio_echo.py --addr unix:///path/to/sock [--uvloop]
+    python benchmarks/servers/asyncio_echo.py --addr tcp://127.0.0.1:PORT --frames [--uvloop]
     python benchmarks/servers/asyncio_echo.py --addr tcp://127.0.0.1:PORT --workers K --reuse-port
                                               [--uvloop] [--cpu-affinity]
 
 Deliberately plain: no buffer tuning, no custom loop policy beyond --uvloop,
 which runs the same code on uvloop's event loop.
+
+--frames echoes length-prefixed frames instead of bytes (W8): a 4-byte
+big-endian length and that many bytes of body, each complete frame written
+back with its own transport.write, the rest kept for the next read.
 
 --workers K is the multi-core comparison: the parent binds the listener(s),
 forks K worker processes, each running its own event loop, and then only
@@ -46,16 +51,40 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def serve(addr: str) -> None:
+class FrameEcho(asyncio.Protocol):
+    """--frames: each complete length-prefixed frame written back as it is, one write per frame."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        transport = self.transport
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            n = 4 + int.from_bytes(buf[pos:pos + 4], "big")
+            if end - pos < n:
+                break
+            transport.write(buf[pos:pos + n])
+            pos += n
+            if transport.is_closing():   # the peer is gone: asyncio would log every further write
+                return
+        del buf[:pos]
+
+
+async def serve(addr: str, protocol: type[asyncio.Protocol] = Echo) -> None:
     loop = asyncio.get_running_loop()
     if addr.startswith("tcp://"):
         host, _, port = addr[len("tcp://"):].rpartition(":")
-        server = await loop.create_server(Echo, host.strip("[]"), int(port))
+        server = await loop.create_server(protocol, host.strip("[]"), int(port))
     elif addr.startswith("unix://"):
-        server = await loop.create_unix_server(Echo, addr[len("unix://"):])
+        server = await loop.create_unix_server(protocol, addr[len("unix://"):])
     else:
         raise SystemExit(f"--addr must be tcp://HOST:PORT or unix:///path, got {addr!r}")
-    print(f"asyncio echo on {describe(server.sockets[0])}", flush=True)
+    what = "frame echo" if protocol is FrameEcho else "echo"
+    print(f"asyncio {what} on {describe(server.sockets[0])}", flush=True)
     async with server:
         await server.serve_forever()
 
@@ -249,6 +278,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addr", required=True, help="tcp://HOST:PORT or unix:///path")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
+    parser.add_argument("--frames", action="store_true",
+                        help="echo length-prefixed frames (4-byte big-endian length + body), "
+                             "one write per frame")
     parser.add_argument("--workers", type=int, default=0,
                         help="K >= 1: a supervising parent and K worker processes, each with its "
                              "own event loop (default 0: serve in this process)")
@@ -262,13 +294,16 @@ def main() -> None:
     if args.workers == 0:
         if args.reuse_port or args.cpu_affinity:
             parser.error("--reuse-port and --cpu-affinity need --workers K")
+        protocol = FrameEcho if args.frames else Echo
         if args.uvloop:
             import uvloop
 
-            uvloop.run(serve(args.addr))
+            uvloop.run(serve(args.addr, protocol))
         else:
-            asyncio.run(serve(args.addr))
+            asyncio.run(serve(args.addr, protocol))
         return
+    if args.frames:
+        parser.error("--frames serves in one process: not with --workers")
     sys.exit(run_workers(args.addr, args.workers, args.reuse_port, args.uvloop, args.cpu_affinity))
 
 
