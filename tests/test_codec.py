@@ -581,3 +581,26 @@ def test_garbage_raises_only_codec_errors(codec: FrameCodec, garbage: bytes, dat
     except CodecError as e:
         assert str(e)
         c.feed(b"x")
+
+
+@pytest.mark.parametrize("body", [0, 1, 1020, 1021, 5000])
+def test_length_field_strip_on_both_sides_of_the_copy_threshold(body: int) -> None:
+    # decode strips a short frame's header by slicing, a long one's with discard():
+    # the same frames either way, from a real InboundBuffer and from the fake conn.
+    from gnetpy.buffer import InboundBuffer
+    from gnetpy.codec import _COPY_TO_STRIP
+
+    codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4)
+    payloads = [bytes([i]) * body for i in range(3)]
+    wire = b"".join(codec.encode(p) for p in payloads)
+    assert (4 + body <= _COPY_TO_STRIP) == (body <= 1020)
+    buf = InboundBuffer(479)
+    buf._receive(wire)
+    assert list(codec.frames(buf)) == payloads and buf.inbound_buffered == 0
+    assert decode_all(codec, wire)[0] == payloads
+
+
+def test_length_field_encode_is_the_prependers() -> None:
+    codec = LengthFieldBasedFrameCodec(length_field_length=2, length_adjustment=-2)
+    assert codec.encode(b"abc") == codec.prepender.encode(b"abc") == b"\x00\x05abc"  # type: ignore[union-attr]
+    assert codec.encode(bytearray(b"x")) == b"\x00\x03x"

@@ -338,8 +338,19 @@ class FixedLengthFrameCodec(FrameCodec):
 
 _FIELD_LENGTHS = (1, 2, 3, 4, 8)
 # Netty reads 1-4 byte fields unsigned and an 8-byte field as a signed long.
+# Up to this frame length, decode strips the header by slicing what next()
+# returned (copying the frame twice) rather than calling discard() first.
+_COPY_TO_STRIP = 1024
 _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "q"}
 _FIELD_MAX = {1: 0xFF, 2: 0xFFFF, 3: 0xFFFFFF, 4: 0xFFFFFFFF, 8: (1 << 63) - 1}
+
+
+def _cannot_encode(length_field_offset: int) -> Callable[[Payload], bytes]:
+    """``encode`` of a length-field codec that has no prepender (see LengthFieldBasedFrameCodec)."""
+    def encode(payload: Payload) -> bytes:
+        raise CodecError(f"encode() cannot build the {length_field_offset} header bytes before the length "
+                         "field: pass prepender= (or frame replies by hand)")
+    return encode
 
 
 def _check_field_length(length_field_length: object) -> int:
@@ -363,6 +374,9 @@ class LengthFieldPrepender:
     __slots__ = ("length_field_length", "length_adjustment", "length_includes_length_field", "byteorder",
                  "_add", "_max", "_pack")
 
+    # encode is per message on a codec server's reply path: one call (no
+    # helper for the common ``bytes`` payload), the range check in one test.
+
     def __init__(self, length_field_length: int, length_adjustment: int = 0,
                  length_includes_length_field: bool = False, byteorder: str = "big") -> None:
         self.length_field_length = n = _check_field_length(length_field_length)
@@ -381,9 +395,9 @@ class LengthFieldPrepender:
 
     def encode(self, payload: Payload) -> bytes:
         """Return the length field followed by ``payload``."""
-        data = _as_bytes(payload)
+        data = payload if payload.__class__ is bytes else _as_bytes(payload)
         value = len(data) + self._add
-        if value < 0 or value > self._max:
+        if not 0 <= value <= self._max:
             raise CodecError(f"length field value {value} (payload of {len(data)} bytes) does not fit in a "
                              f"{self.length_field_length}-byte length field (0..{self._max})")
         return self._pack(value) + data
@@ -417,8 +431,17 @@ class LengthFieldBasedFrameCodec(FrameCodec):
     raises :class:`CodecError` otherwise.
     """
 
+    # decode runs once per frame (and once more per batch, to find that no
+    # whole frame is left): the header is read with struct's unpack_from
+    # straight from a peek (no lambda; int.from_bytes for 3-byte fields), and
+    # the four validity checks collapse into one range test whose failure
+    # hands over to _frame_length for the precise error.
     __slots__ = ("length_field_offset", "length_field_length", "length_adjustment", "initial_bytes_to_strip",
-                 "byteorder", "_end", "_read", "_prepender")
+                 "byteorder", "_end", "_unpack_from", "_adjusted_end", "_shortest", "_prepender", "encode")
+
+    # ``encode`` is an instance attribute (the slot shadows FrameCodec.encode):
+    # the prepender's own bound method, so a reply is framed in one call.
+    encode: Callable[[Payload], bytes]  # type: ignore[assignment]
 
     def __init__(self, length_field_offset: int = 0, length_field_length: int = 4, length_adjustment: int = 0,
                  initial_bytes_to_strip: int = 0, byteorder: str = "big",
@@ -434,17 +457,19 @@ class LengthFieldBasedFrameCodec(FrameCodec):
         if self._end > self.max_frame_length:
             raise ValueError(f"max_frame_length {self.max_frame_length} must be >= length_field_offset "
                              f"{offset} + length_field_length {n}")
-        self._read: Callable[[memoryview], int]
-        if n == 3:
-            self._read = lambda header: int.from_bytes(header[offset:], byteorder)  # type: ignore[arg-type]
-        else:
-            unpack_from = struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).unpack_from
-            self._read = lambda header: unpack_from(header, offset)[0]
+        # None for a 3-byte field (struct has no such integer): int.from_bytes then.
+        self._unpack_from: Callable[[memoryview, int], tuple[int]] | None = (
+            None if n == 3 else struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).unpack_from)
+        # A field value v is valid when _shortest <= v + _adjusted_end <= max_frame_length
+        # and v >= 0 (_frame_length's checks, in one range test).
+        self._adjusted_end = self.length_adjustment + self._end
+        self._shortest = max(self._end, self.initial_bytes_to_strip)
         if prepender is not None and not isinstance(prepender, LengthFieldPrepender):
             raise TypeError(f"prepender must be a LengthFieldPrepender or None, got {type(prepender).__name__}")
         if prepender is None and offset == 0:
             prepender = LengthFieldPrepender(n, -length_adjustment, byteorder=byteorder)
         self._prepender = prepender
+        self.encode = _cannot_encode(offset) if prepender is None else prepender.encode
 
     @property
     def prepender(self) -> LengthFieldPrepender | None:
@@ -452,17 +477,32 @@ class LengthFieldBasedFrameCodec(FrameCodec):
         return self._prepender
 
     def decode(self, c: CodecConn) -> bytes | None:
+        # One peek at everything buffered gives both the count and the header;
+        # the view is released before anything is consumed (a conn may resize
+        # its buffer when it consumes, which an exported view would forbid).
+        buffered_view = c.peek()
+        buffered = len(buffered_view)
         end = self._end
-        if c.inbound_buffered < end:
+        if buffered < end:
+            buffered_view.release()
             return None
-        with c.peek(end) as header:
-            value = self._read(header)
-        frame_length = self._frame_length(value)
-        if c.inbound_buffered < frame_length:
+        unpack_from = self._unpack_from
+        if unpack_from is not None:
+            value = unpack_from(buffered_view, self.length_field_offset)[0]
+        else:
+            value = int.from_bytes(buffered_view[self.length_field_offset:end], self.byteorder)  # type: ignore[arg-type]
+        buffered_view.release()
+        frame_length = value + self._adjusted_end
+        if value < 0 or not self._shortest <= frame_length <= self.max_frame_length:
+            frame_length = self._frame_length(value)  # raises, naming what is wrong
+        if buffered < frame_length:
             return None
         strip = self.initial_bytes_to_strip
-        if strip:
-            c.discard(strip)
+        if not strip:
+            return c.next(frame_length)
+        if frame_length <= _COPY_TO_STRIP:  # a second copy costs less than a second call
+            return c.next(frame_length)[strip:]
+        c.discard(strip)
         return c.next(frame_length - strip)
 
     def _frame_length(self, value: int) -> int:
@@ -481,12 +521,6 @@ class LengthFieldBasedFrameCodec(FrameCodec):
             raise CodecError(f"adjusted frame length {frame_length} is less than initial_bytes_to_strip "
                              f"{self.initial_bytes_to_strip}")
         return frame_length
-
-    def encode(self, payload: Payload) -> bytes:
-        if self._prepender is None:
-            raise CodecError(f"encode() cannot build the {self.length_field_offset} header bytes before the length "
-                             "field: pass prepender= (or frame replies by hand)")
-        return self._prepender.encode(payload)
 
     def __repr__(self) -> str:
         return (f"LengthFieldBasedFrameCodec(length_field_offset={self.length_field_offset}, "
