@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import resource
 import select
 import shutil
@@ -412,10 +413,26 @@ class Config:
 # ---- building -------------------------------------------------------------
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"', re.MULTILINE)
+
+
+def build_sources(name: str) -> list[Path]:
+    """benchmarks/NAME.c and the headers it includes with `#include "..."` (loadgen.c and
+    tlsload.c: loadcommon.h), transitively, each found relative to the including file."""
+    sources = [BENCH_DIR / f"{name}.c"]
+    for src in sources:   # grows as headers are found
+        for include in _LOCAL_INCLUDE.findall(src.read_text(errors="replace")):
+            header = (src.parent / include).resolve()
+            if header.is_file() and header not in sources:
+                sources.append(header)
+    return sources
+
+
 def is_built(name: str) -> bool:
-    """benchmarks/build/NAME exists and is newer than benchmarks/NAME.c."""
+    """benchmarks/build/NAME exists and is newer than benchmarks/NAME.c and its local headers."""
     binary = BUILD_DIR / name
-    return binary.exists() and binary.stat().st_mtime >= (BENCH_DIR / f"{name}.c").stat().st_mtime
+    return binary.exists() and binary.stat().st_mtime >= max(
+        src.stat().st_mtime for src in build_sources(name))
 
 
 def ensure_built(name: str, libs: Sequence[str] = ()) -> Path:

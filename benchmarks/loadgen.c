@@ -35,55 +35,23 @@
  * Output: one JSON object on stdout.  Errors: one line on stderr, exit 1.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
+#define LOAD_PROG "loadgen"
 #include <getopt.h>
-#include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
 
-/* Pattern period: a prime, so no message size divides it and a message that
- * arrives in another message's place does not line up with the pattern. */
-#define PATTERN_PERIOD 65521u
+#include "loadcommon.h"   /* with tlsload.c: histogram, pattern, server CPU, churn ports, ... */
+
 #define RECV_CHUNK (256 * 1024)   /* one recv() takes everything queued */
-#define HANDSHAKE_BYTES 16        /* proves a connection is accepted and served */
-#define MAX_EVENTS 512
-#define BATCH_TIMEOUT_S 10.0      /* bound on setting up one batch of connections */
-#define MAX_INFLIGHT_BYTES (64u << 20)
-#define TIME_WAIT_S 60            /* Linux's TCP_TIMEWAIT_LEN: a closed client port's hold */
-#define MAX_SRC_ADDRS 254         /* churn: 127.0.0.1 .. 127.0.0.254 */
 #define UDP_HEADER 16             /* u32 magic, u32 socket, u64 sequence; pattern after */
 #define UDP_MAGIC 0x4c475544u     /* "LGUD" */
 #define UDP_MAX_SIZE 65507        /* the largest UDP payload over IPv4 */
-#define MAX_TREE 4096             /* processes in the server's tree that are summed */
 #define FRAME_HEADER 4            /* --frames: a big-endian u32 body length before each body */
 #define FRAMES_PATTERN_MAX (16u << 20)   /* --frames: bound on the framed pattern's period */
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
-/* Latency histogram in nanoseconds: exact below 256 ns, then 128 sub-buckets
- * per power of two (< 0.8 % error), fixed size, no allocation per sample. */
-#define HIST_SUB_BITS 7
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (2 * HIST_SUB + (64 - HIST_SUB_BITS - 1) * HIST_SUB)
-
 enum conn_state { CONNECTING, HANDSHAKE, READY };
-enum phase { SETUP, WARMUP, MEASURE };
 
 struct conn {
     int fd;
@@ -142,21 +110,6 @@ struct options {
     int batch;
 };
 
-/* One process of the server's tree: its identity (pid and start time, so a
- * reused pid is not mistaken for it) and its CPU time so far. */
-struct proc_cpu {
-    long pid;
-    unsigned long long start;          /* field 22: start time, ticks after boot */
-    unsigned long long utime, stime;   /* fields 14, 15: clock ticks, all threads */
-};
-
-/* The server's process tree at one moment: --pid and every descendant. */
-struct cpu_sample {
-    int n;
-    int truncated;                     /* more than MAX_TREE processes */
-    struct proc_cpu *procs;            /* MAX_TREE entries */
-};
-
 static struct options opt = {
     .conns = 50, .size = 64, .depth = 1, .duration = 5.0, .warmup = 1.0,
     .pid = 0, .idle = 0, .hold = -1.0, .batch = 64, .src_addrs = 1, .loss_timeout_ms = 200.0,
@@ -189,87 +142,13 @@ static struct {
     volatile sig_atomic_t stop;
 } g;
 
-static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fputs("loadgen: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- histogram ---------------------------------------------------------- */
-
-static unsigned hist_index(uint64_t v)
-{
-    if (v < 2 * HIST_SUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - HIST_SUB_BITS;            /* >= 1 */
-    unsigned top = (unsigned)(v >> shift);           /* in [HIST_SUB, 2*HIST_SUB) */
-    return 2 * HIST_SUB + (shift - 1) * HIST_SUB + (top - HIST_SUB);
-}
-
-static double hist_value(unsigned idx)
-{
-    if (idx < 2 * HIST_SUB)
-        return idx;
-    unsigned shift = (idx - 2 * HIST_SUB) / HIST_SUB + 1;
-    unsigned top = HIST_SUB + (idx - 2 * HIST_SUB) % HIST_SUB;
-    return ldexp(top + 0.5, (int)shift);  /* the bucket's midpoint */
-}
-
-static double hist_quantile_us(double q)
-{
-    uint64_t total = 0, seen = 0;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++)
-        total += g.hist[i];
-    if (total == 0)
-        return 0.0;
-    uint64_t rank = (uint64_t)ceil(q * (double)total);
-    if (rank == 0)
-        rank = 1;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-        seen += g.hist[i];
-        if (seen >= rank)
-            return hist_value(i) / 1000.0;
-    }
-    return 0.0;
-}
-
 /* ---- byte pattern ------------------------------------------------------- */
 
-/* Pseudo-random bytes with period PATTERN_PERIOD, repeated past the period so
- * that any window of up to `slack` bytes starting inside it is contiguous: a
- * send or a verify is then one send()/memcmp() with no copying. */
+/* The plain pattern (loadcommon.h's), PATTERN_PERIOD bytes then `slack`. */
 static void pattern_init(size_t slack)
 {
-    uint64_t x = 0x9e3779b97f4a7c15u;
     g.period = PATTERN_PERIOD;
-    g.pattern_len = PATTERN_PERIOD + slack;
-    g.pattern = malloc(g.pattern_len);
-    if (!g.pattern)
-        fail("out of memory for the %zu-byte pattern", g.pattern_len);
-    for (size_t i = 0; i < PATTERN_PERIOD; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        g.pattern[i] = (unsigned char)(x >> 24);
-    }
-    for (size_t i = PATTERN_PERIOD; i < g.pattern_len; i++)
-        g.pattern[i] = g.pattern[i - PATTERN_PERIOD];
+    g.pattern = pattern_new(slack, &g.pattern_len);
 }
 
 static void put_be32(unsigned char *p, uint32_t v)
@@ -331,197 +210,6 @@ static const unsigned char *pattern_at(const struct conn *c, uint64_t offset)
     return g.pattern + (offset + c->phase_shift) % g.period;
 }
 
-/* ---- server CPU from /proc: the whole process tree --------------------- */
-
-/* /proc/PID/stat of one process: 1 and its CPU, 0 if it is gone (it exited
- * between being listed and being read), *ppid its parent. */
-static int read_proc_cpu(long pid, struct proc_cpu *out, long *ppid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        if (errno == ENOENT || errno == ESRCH)
-            return 0;
-        fail("cannot read %s: %s", path, strerror(errno));
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    if (n == 0)
-        return 0;   /* a process that is being torn down reads empty */
-    buf[n] = '\0';
-    /* comm (field 2) may contain spaces; the fields after it start after the
-     * last ')'.  Field 3 is the first token there: the state, then ppid (4);
-     * utime/stime are 14 and 15, the start time 22. */
-    char *p = strrchr(buf, ')');
-    long parent;
-    out->pid = pid;
-    if (!p || sscanf(p + 1, " %*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-                     "%*d %*d %*d %*d %*d %*d %llu", &parent, &out->utime, &out->stime,
-                     &out->start) != 4)
-        fail("cannot parse %s", path);
-    if (ppid)
-        *ppid = parent;
-    return 1;
-}
-
-static void tree_add(struct cpu_sample *s, long pid)
-{
-    for (int i = 0; i < s->n; i++)
-        if (s->procs[i].pid == pid)
-            return;      /* listed twice while the tree changed: once is enough */
-    if (s->n == MAX_TREE) {
-        s->truncated = 1;
-        return;
-    }
-    struct proc_cpu *pc = &s->procs[s->n];
-    if (read_proc_cpu(pid, pc, NULL))
-        s->n++;
-}
-
-/* Whether the kernel has /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN). */
-static int have_children_files(void)
-{
-    static int known = -1;
-    if (known < 0)
-        known = access("/proc/thread-self/children", F_OK) == 0;
-    return known;
-}
-
-/* Add the children of every thread of s->procs[i] (/proc/PID/task/TID/children). */
-static void tree_add_children(struct cpu_sample *s, int i)
-{
-    char path[96];
-    long pid = s->procs[i].pid;
-    snprintf(path, sizeof path, "/proc/%ld/task", pid);
-    DIR *tasks = opendir(path);
-    if (!tasks)
-        return;          /* it exited meanwhile: its children are orphans now */
-    struct dirent *t;
-    while ((t = readdir(tasks)) != NULL) {
-        if (t->d_name[0] < '0' || t->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid,
-                 strtol(t->d_name, NULL, 10));
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;    /* the thread exited */
-        long child;
-        while (fscanf(f, "%ld", &child) == 1)
-            tree_add(s, child);
-        fclose(f);
-    }
-    closedir(tasks);
-}
-
-/* Fallback without children files: one pass over /proc for everyone's parent. */
-static void tree_by_scan(struct cpu_sample *s)
-{
-    static long (*pairs)[2];             /* (pid, ppid) of every process */
-    static size_t cap;
-    size_t n = 0;
-    DIR *proc = opendir("/proc");
-    if (!proc)
-        fail("cannot list /proc: %s", strerror(errno));
-    struct dirent *d;
-    while ((d = readdir(proc)) != NULL) {
-        if (d->d_name[0] < '0' || d->d_name[0] > '9')
-            continue;
-        struct proc_cpu pc;
-        long ppid;
-        if (!read_proc_cpu(strtol(d->d_name, NULL, 10), &pc, &ppid))
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            pairs = realloc(pairs, cap * sizeof *pairs);
-            if (!pairs)
-                fail("out of memory listing /proc");
-        }
-        pairs[n][0] = pc.pid;
-        pairs[n][1] = ppid;
-        n++;
-    }
-    closedir(proc);
-    for (int i = 0; i < s->n; i++)       /* s->n grows as descendants are found */
-        for (size_t j = 0; j < n; j++)
-            if (pairs[j][1] == s->procs[i].pid)
-                tree_add(s, pairs[j][0]);
-}
-
-/* The server (--pid) and all its descendants, each with its CPU time so far. */
-static void read_server_cpu(struct cpu_sample *s)
-{
-    if (!s->procs) {
-        s->procs = calloc(MAX_TREE, sizeof *s->procs);
-        if (!s->procs)
-            fail("out of memory for the server's process tree");
-    }
-    s->n = 0;
-    s->truncated = 0;
-    if (!read_proc_cpu(opt.pid, &s->procs[0], NULL))
-        fail("cannot read /proc/%ld/stat: the server process is gone (is the pid right?)",
-             opt.pid);
-    s->n = 1;
-    if (!have_children_files()) {
-        tree_by_scan(s);
-        return;
-    }
-    for (int i = 0; i < s->n; i++)       /* breadth first; s->n grows */
-        tree_add_children(s, i);
-}
-
-/* The tree's CPU time over the window.  A process at both ends counts its
- * difference; one that started during the window counts all its time (all of
- * it is in the window); one that exited during the window is lost (counted in
- * *exited): its CPU time is gone with it. */
-struct tree_cpu {
-    unsigned long long utime, stime;
-    int summed, started, exited, truncated;
-};
-
-static struct tree_cpu tree_cpu_delta(const struct cpu_sample *a, const struct cpu_sample *b)
-{
-    struct tree_cpu t = {0, 0, 0, 0, 0, a->truncated || b->truncated};
-    for (int j = 0; j < b->n; j++) {
-        const struct proc_cpu *q = &b->procs[j];
-        const struct proc_cpu *p = NULL;
-        for (int i = 0; i < a->n && !p; i++)
-            if (a->procs[i].pid == q->pid && a->procs[i].start == q->start)
-                p = &a->procs[i];
-        if (p) {
-            t.utime += q->utime >= p->utime ? q->utime - p->utime : 0;
-            t.stime += q->stime >= p->stime ? q->stime - p->stime : 0;
-        } else {
-            t.utime += q->utime;
-            t.stime += q->stime;
-            t.started++;
-        }
-        t.summed++;
-    }
-    for (int i = 0; i < a->n; i++) {
-        int found = 0;
-        for (int j = 0; j < b->n && !found; j++)
-            found = a->procs[i].pid == b->procs[j].pid && a->procs[i].start == b->procs[j].start;
-        t.exited += !found;
-    }
-    return t;
-}
-
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
 /* ---- connections -------------------------------------------------------- */
 
 static void set_events(struct conn *c, uint32_t events)
@@ -572,10 +260,7 @@ static void open_conn(struct conn *c)
 
 static void on_connected(struct conn *c)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+    int err = connect_error(c->fd);
     if (err)
         fail("connection %d: connect: %s", c->idx, strerror(err));
     if (g.addr.ss_family != AF_UNIX) {
@@ -691,14 +376,6 @@ static void poll_once(int timeout_ms)
     }
 }
 
-static int ms_until(uint64_t deadline_ns)
-{
-    uint64_t now = now_ns();
-    if (now >= deadline_ns)
-        return 0;
-    return (int)((deadline_ns - now + 999999) / 1000000);
-}
-
 /* Connect in batches, each proven served before the next: a flood of SYNs
  * would overflow the server's accept backlog and stall on SYN retransmits. */
 static void setup_connections(void)
@@ -775,16 +452,6 @@ static void check_stalls(uint64_t window_start, uint64_t window_end)
     }
 }
 
-/* The warm-up and the measured window, with the server's and our own CPU
- * time read at the window's edges. */
-struct window {
-    uint64_t t0, t1;
-    double unix0;                      /* wall-clock time of t0 */
-    double late_s;                     /* --measure-at: how late the window started */
-    struct cpu_sample cpu0, cpu1;
-    double self0, self1;
-};
-
 /* Dispatch events until `deadline`; `tick`, if given, runs every tick_ns. */
 static void poll_until(uint64_t deadline, void (*tick)(uint64_t now), uint64_t tick_ns)
 {
@@ -814,45 +481,17 @@ static void warm_up_and_measure(uint64_t start, struct window *w, void (*tick)(u
     poll_until(measure_at, tick, tick_ns);
 
     g.phase = MEASURE;
-    if (opt.pid)
-        read_server_cpu(&w->cpu0);
-    w->self0 = self_cpu_s();
-    w->t0 = now_ns();
-    w->unix0 = unix_now();
+    window_open(w, opt.pid);
     poll_until(end_at, tick, tick_ns);
-    w->t1 = now_ns();
-    if (opt.pid)
-        read_server_cpu(&w->cpu1);
-    w->self1 = self_cpu_s();
+    window_close(w, opt.pid);
 }
 
-static double window_s(const struct window *w)
-{
-    return (double)(w->t1 - w->t0) / 1e9;
-}
-
-/* The server's CPU time over the window per `unit` (msg, conn), as JSON
- * fields, summed over its process tree; and where the window was in time. */
-static void print_server_cpu(const struct window *w, const char *unit, double count)
+/* Where the window was in time, and the server's CPU time over it per `unit`
+ * (msg, conn), summed over its process tree, as JSON fields. */
+static void print_window(const struct window *w, const char *unit, double count)
 {
     printf(", \"window_start_unix\": %.6f, \"window_late_s\": %.6f", w->unix0, w->late_s);
-    if (opt.pid) {
-        struct tree_cpu t = tree_cpu_delta(&w->cpu0, &w->cpu1);
-        double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-        double user_us = (double)t.utime * tick_us;
-        double sys_us = (double)t.stime * tick_us;
-        printf(", \"server_pid\": %ld, \"server_user_us_per_%s\": %.4f, "
-               "\"server_sys_us_per_%s\": %.4f, \"server_cpu_util\": %.3f, "
-               "\"server_processes\": %d, \"server_processes_started\": %d, "
-               "\"server_processes_exited\": %d, \"server_processes_truncated\": %s",
-               opt.pid, unit, user_us / count, unit, sys_us / count,
-               (user_us + sys_us) / 1e6 / window_s(w), t.summed, t.started, t.exited,
-               t.truncated ? "true" : "false");
-    } else {
-        printf(", \"server_pid\": null, \"server_user_us_per_%s\": null, "
-               "\"server_sys_us_per_%s\": null, \"server_cpu_util\": null, "
-               "\"server_processes\": null", unit, unit);
-    }
+    print_server_cpu(w, opt.pid, unit, count);
 }
 
 static void run_load(uint64_t t_start)
@@ -890,8 +529,9 @@ static void run_load(uint64_t t_start)
            "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"loadgen_cpu_util\": %.3f",
            opt.conns, opt.size, opt.depth, opt.warmup, secs, setup_s,
            (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)g.msg_bytes / secs / 1e6,
-           hist_quantile_us(0.50), hist_quantile_us(0.99), (w.self1 - w.self0) / secs);
-    print_server_cpu(&w, "msg", msgs);
+           hist_quantile_us(g.hist, 0.50), hist_quantile_us(g.hist, 0.99),
+           (w.self1 - w.self0) / secs);
+    print_window(&w, "msg", msgs);
     printf("}\n");
 }
 
@@ -902,39 +542,18 @@ static const unsigned char *pattern_from(uint64_t shift, uint64_t offset)
     return g.pattern + (shift + offset) % PATTERN_PERIOD;
 }
 
-/* A number from /proc/sys, or -1 where it cannot be read. */
-static long read_sysctl(const char *path, long *second)
-{
-    long v = -1;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    if (second) {
-        if (fscanf(f, "%ld %ld", &v, second) != 2)
-            v = -1;
-    } else if (fscanf(f, "%ld", &v) != 1) {
-        v = -1;
-    }
-    fclose(f);
-    return v;
-}
-
 /* Ephemeral ports connect() can pick from, or -1 (not TCP, or unreadable). */
 static long local_ports(void)
 {
-    long hi = 0, lo;
-    if (g.addr.ss_family == AF_UNIX)
-        return -1;
-    lo = read_sysctl("/proc/sys/net/ipv4/ip_local_port_range", &hi);
-    return lo < 0 || hi < lo ? -1 : hi - lo + 1;
+    return g.addr.ss_family == AF_UNIX ? -1 : ip_local_ports();
 }
 
-/* New connections per second the client's ports sustain when every closed
- * one is held for TIME_WAIT_S (no TIME_WAIT reuse), or -1 if unknown. */
-static double time_wait_capacity(void)
+/* "connection SEQ (client IDX)", for errors. */
+static const char *churn_name(const struct churn *c)
 {
-    long ports = local_ports();
-    return ports < 0 ? -1.0 : (double)ports * opt.src_addrs / TIME_WAIT_S;
+    static char buf[96];
+    snprintf(buf, sizeof buf, "connection %llu (client %d)", (unsigned long long)c->seq, c->idx);
+    return buf;
 }
 
 static void churn_watch(struct churn *c, int op, uint32_t events)
@@ -969,32 +588,7 @@ static void churn_send(struct churn *c, int op)
 
 static void churn_no_port(const struct churn *c, int err)
 {
-    double cap = time_wait_capacity();
-    fail("connection %llu (client %d): connect: %s: no free local port (%ld ports x %d source "
-         "address(es), each held %d s in TIME_WAIT after the client's close, sustain about %.0f "
-         "new connections/s without TIME_WAIT reuse; use more --src-addrs)",
-         (unsigned long long)c->seq, c->idx, strerror(err), local_ports(), opt.src_addrs,
-         TIME_WAIT_S, cap);
-}
-
-/* Spread connections over 127.0.0.1..127.0.0.K: each source address has its
- * own ephemeral ports towards the server.  IP_BIND_ADDRESS_NO_PORT leaves the
- * port to connect(), which picks it knowing the whole 4-tuple. */
-static void churn_bind_source(const struct churn *c)
-{
-    unsigned host = 1u + (unsigned)(c->seq % (uint64_t)opt.src_addrs);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-    sin.sin_addr.s_addr = htonl(0x7f000000u + host);
-    int one = 1;
-    if (setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0)
-        fail("connection %llu (client %d): IP_BIND_ADDRESS_NO_PORT: %s",
-             (unsigned long long)c->seq, c->idx, strerror(errno));
-    if (bind(c->fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
-        if (errno == EADDRINUSE || errno == EADDRNOTAVAIL)
-            churn_no_port(c, errno);
-        fail("connection %llu (client %d): bind to 127.0.0.%u: %s", (unsigned long long)c->seq,
-             c->idx, host, strerror(errno));
-    }
+    fail_no_port(churn_name(c), err, local_ports(), opt.src_addrs, " without TIME_WAIT reuse");
 }
 
 static void churn_open(struct churn *c)
@@ -1007,8 +601,9 @@ static void churn_open(struct churn *c)
     if (c->fd < 0)
         fail("connection %llu (client %d): socket: %s", (unsigned long long)c->seq, c->idx,
              strerror(errno));
-    if (opt.src_addrs > 1)
-        churn_bind_source(c);
+    int err = opt.src_addrs > 1 ? bind_source(c->fd, c->seq, c->idx, opt.src_addrs) : 0;
+    if (err)
+        churn_no_port(c, err);
     if (connect(c->fd, (struct sockaddr *)&g.addr, g.addrlen) == 0) {
         c->state = CH_ECHO;          /* Unix sockets connect at once */
         churn_send(c, EPOLL_CTL_ADD);
@@ -1069,10 +664,7 @@ static void churn_event(void *ptr, uint32_t events)
 {
     struct churn *c = ptr;
     if (c->state == CH_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
+        int err = connect_error(c->fd);
         if (err)
             fail("connection %llu (client %d): connect: %s", (unsigned long long)c->seq, c->idx,
                  strerror(err));
@@ -1117,18 +709,11 @@ static void run_churn(void)
            "\"duration_s\": %.6f, \"conns\": %llu, \"conns_per_s\": %.1f, "
            "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"src_addrs\": %d, ",
            opt.conns, opt.size, opt.warmup, secs, (unsigned long long)g.measured_msgs,
-           conns / secs, hist_quantile_us(0.50), hist_quantile_us(0.99), opt.src_addrs);
-    if (ports < 0)
-        printf("\"local_ports\": null, \"time_wait_capacity_conns_per_s\": null, ");
-    else
-        printf("\"local_ports\": %ld, \"time_wait_capacity_conns_per_s\": %.0f, ", ports,
-               time_wait_capacity());
-    if (reuse < 0)
-        printf("\"tcp_tw_reuse\": null, ");
-    else
-        printf("\"tcp_tw_reuse\": %ld, ", reuse);
+           conns / secs, hist_quantile_us(g.hist, 0.50), hist_quantile_us(g.hist, 0.99),
+           opt.src_addrs);
+    print_port_fields(ports, opt.src_addrs, reuse);
     printf("\"loadgen_cpu_util\": %.3f", (w.self1 - w.self0) / secs);
-    print_server_cpu(&w, "conn", conns);
+    print_window(&w, "conn", conns);
     printf("}\n");
 }
 
@@ -1291,9 +876,9 @@ static void run_udp(void)
            "\"loadgen_cpu_util\": %.3f",
            opt.conns, opt.size, opt.loss_timeout_ms, opt.warmup, secs,
            (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)opt.size / secs / 1e6,
-           hist_quantile_us(0.50), hist_quantile_us(0.99), (unsigned long long)g.lost,
-           (unsigned long long)g.stale, (w.self1 - w.self0) / secs);
-    print_server_cpu(&w, "msg", msgs);
+           hist_quantile_us(g.hist, 0.50), hist_quantile_us(g.hist, 0.99),
+           (unsigned long long)g.lost, (unsigned long long)g.stale, (w.self1 - w.self0) / secs);
+    print_window(&w, "msg", msgs);
     printf("}\n");
 }
 
@@ -1310,50 +895,8 @@ static void resolve_address(void)
         g.addrlen = sizeof *sun;
         return;
     }
-    const char *target = opt.udp ? opt.udp : opt.tcp;
-    const char *flag = opt.udp ? "--udp" : "--tcp";
-    char host[256];
-    const char *colon = strrchr(target, ':');
-    if (!colon || colon == target || (size_t)(colon - target) >= sizeof host)
-        fail("%s wants HOST:PORT, got '%s'", flag, target);
-    const char *h = target;
-    size_t hlen = (size_t)(colon - target);
-    if (h[0] == '[' && h[hlen - 1] == ']') {   /* [::1]:port */
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    struct addrinfo hints = {.ai_socktype = opt.udp ? SOCK_DGRAM : SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0)
-        fail("cannot resolve '%s': %s", target, gai_strerror(rc));
-    memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
-    g.addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    if (opt.src_addrs > 1) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&g.addr;
-        if (g.addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-            fail("--src-addrs binds clients to 127.0.0.x: the target must be an IPv4 loopback "
-                 "address (127.0.0.0/8), got '%s'", target);
-    }
-}
-
-static void raise_nofile(int needed)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        fail("getrlimit: %s", strerror(errno));
-    if (rl.rlim_cur >= (rlim_t)needed)
-        return;
-    if (rl.rlim_max < (rlim_t)needed)
-        fail("%d connections need %d file descriptors; RLIMIT_NOFILE hard limit is %llu",
-             opt.conns, needed, (unsigned long long)rl.rlim_max);
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-        fail("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    resolve_host_port(opt.udp ? "--udp" : "--tcp", opt.udp ? opt.udp : opt.tcp,
+                      opt.udp ? SOCK_DGRAM : SOCK_STREAM, opt.src_addrs, &g.addr, &g.addrlen);
 }
 
 static void allocate(void)
@@ -1415,25 +958,6 @@ static void usage(FILE *f)
           "                   SIZE bytes of body (for servers that echo frame by frame)\n"
           "  --udp HOST:PORT  UDP echo: one datagram in flight per socket\n"
           "  --loss-timeout MS  UDP: count a datagram lost after MS ms (default 200)\n", f);
-}
-
-static double parse_double(const char *name, const char *s, double min)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= min))
-        fail("%s: expected a number >= %g, got '%s'", name, min, s);
-    return v;
-}
-
-static long parse_long(const char *name, const char *s, long min)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || v < min)
-        fail("%s: expected an integer >= %ld, got '%s'", name, min, s);
-    return v;
 }
 
 static void parse_args(int argc, char **argv)
@@ -1504,7 +1028,7 @@ int main(int argc, char **argv)
 {
     uint64_t t_start = now_ns();
     parse_args(argc, argv);
-    raise_nofile(opt.conns + 16);
+    raise_nofile(opt.conns + 16, opt.conns);
     resolve_address();
     allocate();
     g.epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -39,49 +39,21 @@
  * churn mode plus the TLS ones.  Errors: one line on stderr, exit 1.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
+#define LOAD_PROG "tlsload"
 #include <getopt.h>
-#include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define PATTERN_PERIOD 65521u     /* a prime, as in loadgen.c */
+#include "loadcommon.h"   /* with loadgen.c: histogram, pattern, server CPU, churn ports, ... */
+
 #define RECV_CHUNK (64 * 1024)    /* plaintext taken per SSL_read (a record is at most 16 KiB) */
-#define HANDSHAKE_BYTES 16        /* load mode: the echo that proves a connection is served */
-#define MAX_EVENTS 512
-#define BATCH_TIMEOUT_S 10.0      /* bound on setting up one batch of connections */
 #define TICK_NS 100000000ull      /* the stall check runs every 100 ms */
-#define MAX_INFLIGHT_BYTES (64u << 20)
-#define TIME_WAIT_S 60            /* Linux's TCP_TIMEWAIT_LEN */
-#define MAX_SRC_ADDRS 254
-#define MAX_TREE 4096
 #define CIPHER_SUITE "TLS_AES_128_GCM_SHA256"
 #define SNI_NAME "localhost"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
-#define HIST_SUB_BITS 7
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (2 * HIST_SUB + (64 - HIST_SUB_BITS - 1) * HIST_SUB)
-
 enum conn_state { CONNECTING, TLS_HANDSHAKE, ECHO_CHECK, READY };
-enum phase { SETUP, WARMUP, MEASURE };
 
 /* One connection (load mode), or one client slot reused by each of its
  * successive connections (churn mode). */
@@ -116,16 +88,6 @@ struct options {
     int batch;
 };
 
-struct proc_cpu {
-    long pid;
-    unsigned long long start, utime, stime;
-};
-
-struct cpu_sample {
-    int n, truncated;
-    struct proc_cpu *procs;
-};
-
 static struct options opt = {
     .conns = 50, .size = 64, .depth = 1, .duration = 5.0, .warmup = 1.0, .io_timeout = 10.0,
     .batch = 64, .src_addrs = 1,
@@ -151,255 +113,10 @@ static struct {
     const char *cipher;
 } g;
 
-static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fputs("tlsload: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- histogram (loadgen.c's) -------------------------------------------- */
-
-static unsigned hist_index(uint64_t v)
-{
-    if (v < 2 * HIST_SUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - HIST_SUB_BITS;
-    unsigned top = (unsigned)(v >> shift);
-    return 2 * HIST_SUB + (shift - 1) * HIST_SUB + (top - HIST_SUB);
-}
-
-static double hist_value(unsigned idx)
-{
-    if (idx < 2 * HIST_SUB)
-        return idx;
-    unsigned shift = (idx - 2 * HIST_SUB) / HIST_SUB + 1;
-    unsigned top = HIST_SUB + (idx - 2 * HIST_SUB) % HIST_SUB;
-    return ldexp(top + 0.5, (int)shift);
-}
-
-static double hist_quantile_us(double q)
-{
-    uint64_t total = 0, seen = 0;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++)
-        total += g.hist[i];
-    if (total == 0)
-        return 0.0;
-    uint64_t rank = (uint64_t)ceil(q * (double)total);
-    if (rank == 0)
-        rank = 1;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-        seen += g.hist[i];
-        if (seen >= rank)
-            return hist_value(i) / 1000.0;
-    }
-    return 0.0;
-}
-
-/* ---- byte pattern (loadgen.c's) ----------------------------------------- */
-
-static void pattern_init(size_t slack)
-{
-    uint64_t x = 0x9e3779b97f4a7c15u;
-    g.pattern_len = PATTERN_PERIOD + slack;
-    g.pattern = malloc(g.pattern_len);
-    if (!g.pattern)
-        fail("out of memory for the %zu-byte pattern", g.pattern_len);
-    for (size_t i = 0; i < PATTERN_PERIOD; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        g.pattern[i] = (unsigned char)(x >> 24);
-    }
-    for (size_t i = PATTERN_PERIOD; i < g.pattern_len; i++)
-        g.pattern[i] = g.pattern[i - PATTERN_PERIOD];
-}
-
+/* The stream's bytes from `offset` on (loadcommon.h's pattern). */
 static const unsigned char *pattern_at(const struct conn *c, uint64_t offset)
 {
     return g.pattern + (offset + c->phase_shift) % PATTERN_PERIOD;
-}
-
-/* ---- server CPU from /proc: the whole process tree (loadgen.c's) -------- */
-
-static int read_proc_cpu(long pid, struct proc_cpu *out, long *ppid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        if (errno == ENOENT || errno == ESRCH)
-            return 0;
-        fail("cannot read %s: %s", path, strerror(errno));
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    if (n == 0)
-        return 0;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    long parent;
-    out->pid = pid;
-    if (!p || sscanf(p + 1, " %*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-                     "%*d %*d %*d %*d %*d %*d %llu", &parent, &out->utime, &out->stime,
-                     &out->start) != 4)
-        fail("cannot parse %s", path);
-    if (ppid)
-        *ppid = parent;
-    return 1;
-}
-
-static void tree_add(struct cpu_sample *s, long pid)
-{
-    for (int i = 0; i < s->n; i++)
-        if (s->procs[i].pid == pid)
-            return;
-    if (s->n == MAX_TREE) {
-        s->truncated = 1;
-        return;
-    }
-    if (read_proc_cpu(pid, &s->procs[s->n], NULL))
-        s->n++;
-}
-
-static void tree_add_children(struct cpu_sample *s, int i)
-{
-    char path[96];
-    long pid = s->procs[i].pid;
-    snprintf(path, sizeof path, "/proc/%ld/task", pid);
-    DIR *tasks = opendir(path);
-    if (!tasks)
-        return;
-    struct dirent *t;
-    while ((t = readdir(tasks)) != NULL) {
-        if (t->d_name[0] < '0' || t->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid, strtol(t->d_name, NULL, 10));
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        long child;
-        while (fscanf(f, "%ld", &child) == 1)
-            tree_add(s, child);
-        fclose(f);
-    }
-    closedir(tasks);
-}
-
-static void tree_by_scan(struct cpu_sample *s)
-{
-    static long (*pairs)[2];
-    static size_t cap;
-    size_t n = 0;
-    DIR *proc = opendir("/proc");
-    if (!proc)
-        fail("cannot list /proc: %s", strerror(errno));
-    struct dirent *d;
-    while ((d = readdir(proc)) != NULL) {
-        if (d->d_name[0] < '0' || d->d_name[0] > '9')
-            continue;
-        struct proc_cpu pc;
-        long ppid;
-        if (!read_proc_cpu(strtol(d->d_name, NULL, 10), &pc, &ppid))
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            pairs = realloc(pairs, cap * sizeof *pairs);
-            if (!pairs)
-                fail("out of memory listing /proc");
-        }
-        pairs[n][0] = pc.pid;
-        pairs[n][1] = ppid;
-        n++;
-    }
-    closedir(proc);
-    for (int i = 0; i < s->n; i++)
-        for (size_t j = 0; j < n; j++)
-            if (pairs[j][1] == s->procs[i].pid)
-                tree_add(s, pairs[j][0]);
-}
-
-static void read_server_cpu(struct cpu_sample *s)
-{
-    if (!s->procs) {
-        s->procs = calloc(MAX_TREE, sizeof *s->procs);
-        if (!s->procs)
-            fail("out of memory for the server's process tree");
-    }
-    s->n = 0;
-    s->truncated = 0;
-    if (!read_proc_cpu(opt.pid, &s->procs[0], NULL))
-        fail("cannot read /proc/%ld/stat: the server process is gone (is the pid right?)", opt.pid);
-    s->n = 1;
-    if (access("/proc/thread-self/children", F_OK) != 0) {
-        tree_by_scan(s);
-        return;
-    }
-    for (int i = 0; i < s->n; i++)
-        tree_add_children(s, i);
-}
-
-struct tree_cpu {
-    unsigned long long utime, stime;
-    int summed, started, exited, truncated;
-};
-
-static struct tree_cpu tree_cpu_delta(const struct cpu_sample *a, const struct cpu_sample *b)
-{
-    struct tree_cpu t = {0, 0, 0, 0, 0, a->truncated || b->truncated};
-    for (int j = 0; j < b->n; j++) {
-        const struct proc_cpu *q = &b->procs[j];
-        const struct proc_cpu *p = NULL;
-        for (int i = 0; i < a->n && !p; i++)
-            if (a->procs[i].pid == q->pid && a->procs[i].start == q->start)
-                p = &a->procs[i];
-        if (p) {
-            t.utime += q->utime >= p->utime ? q->utime - p->utime : 0;
-            t.stime += q->stime >= p->stime ? q->stime - p->stime : 0;
-        } else {
-            t.utime += q->utime;
-            t.stime += q->stime;
-            t.started++;
-        }
-        t.summed++;
-    }
-    for (int i = 0; i < a->n; i++) {
-        int found = 0;
-        for (int j = 0; j < b->n && !found; j++)
-            found = a->procs[i].pid == b->procs[j].pid && a->procs[i].start == b->procs[j].start;
-        t.exited += !found;
-    }
-    return t;
-}
-
-static double unix_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- TLS ---------------------------------------------------------------- */
@@ -484,56 +201,9 @@ static void watch(struct conn *c, int op, uint32_t events)
     c->events = events;
 }
 
-static double time_wait_capacity(long ports);
-
-static long read_sysctl(const char *path, long *second)
-{
-    long v = -1;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    if (second) {
-        if (fscanf(f, "%ld %ld", &v, second) != 2)
-            v = -1;
-    } else if (fscanf(f, "%ld", &v) != 1) {
-        v = -1;
-    }
-    fclose(f);
-    return v;
-}
-
-static long local_ports(void)
-{
-    long hi = 0, lo = read_sysctl("/proc/sys/net/ipv4/ip_local_port_range", &hi);
-    return lo < 0 || hi < lo ? -1 : hi - lo + 1;
-}
-
-static double time_wait_capacity(long ports)
-{
-    return ports < 0 ? -1.0 : (double)ports * opt.src_addrs / TIME_WAIT_S;
-}
-
 static void no_port(const struct conn *c, int err)
 {
-    fail("%s: connect: %s: no free local port (%ld ports x %d source address(es), each held %d s "
-         "in TIME_WAIT after the client's close, sustain about %.0f new connections/s; use more "
-         "--src-addrs)", conn_name(c), strerror(err), local_ports(), opt.src_addrs, TIME_WAIT_S,
-         time_wait_capacity(local_ports()));
-}
-
-static void bind_source(const struct conn *c)
-{
-    unsigned host = 1u + (unsigned)(c->seq % (uint64_t)opt.src_addrs);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-    sin.sin_addr.s_addr = htonl(0x7f000000u + host);
-    int one = 1;
-    if (setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0)
-        fail("%s: IP_BIND_ADDRESS_NO_PORT: %s", conn_name(c), strerror(errno));
-    if (bind(c->fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
-        if (errno == EADDRINUSE || errno == EADDRNOTAVAIL)
-            no_port(c, errno);
-        fail("%s: bind to 127.0.0.%u: %s", conn_name(c), host, strerror(errno));
-    }
+    fail_no_port(conn_name(c), err, ip_local_ports(), opt.src_addrs, "");
 }
 
 /* socket() and a non-blocking connect(); the TLS handshake starts once it is connected. */
@@ -551,8 +221,9 @@ static void open_conn(struct conn *c)
     c->fd = socket(g.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         fail("%s: socket: %s", conn_name(c), strerror(errno));
-    if (opt.src_addrs > 1)
-        bind_source(c);
+    int err = opt.src_addrs > 1 ? bind_source(c->fd, c->seq, c->idx, opt.src_addrs) : 0;
+    if (err)
+        no_port(c, err);
     if (connect(c->fd, (struct sockaddr *)&g.addr, g.addrlen) < 0 && errno != EINPROGRESS) {
         if (errno == EADDRNOTAVAIL)
             no_port(c, errno);
@@ -610,10 +281,7 @@ static void report_mismatch(const struct conn *c, const unsigned char *got, size
 
 static void on_connected(struct conn *c)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
+    int err = connect_error(c->fd);
     if (err)
         fail("%s: connect: %s", conn_name(c), strerror(err));
     int one = 1;
@@ -796,14 +464,6 @@ static void check_stalls(uint64_t now)
     }
 }
 
-static int ms_until(uint64_t deadline_ns)
-{
-    uint64_t now = now_ns();
-    if (now >= deadline_ns)
-        return 0;
-    return (int)((deadline_ns - now + 999999) / 1000000);
-}
-
 /* Dispatch events until `deadline`, checking for stalls every TICK_NS. */
 static void poll_until(uint64_t deadline, int (*done)(void))
 {
@@ -847,34 +507,15 @@ static void setup_connections(void)
 
 /* ---- the measured window ------------------------------------------------- */
 
-struct window {
-    uint64_t t0, t1;
-    double unix0;
-    struct cpu_sample cpu0, cpu1;
-    double self0, self1;
-};
-
 static void warm_up_and_measure(uint64_t start, struct window *w)
 {
     uint64_t measure_at = start + (uint64_t)(opt.warmup * 1e9);
     g.phase = WARMUP;
     poll_until(measure_at, NULL);
     g.phase = MEASURE;
-    if (opt.pid)
-        read_server_cpu(&w->cpu0);
-    w->self0 = self_cpu_s();
-    w->t0 = now_ns();
-    w->unix0 = unix_now();
+    window_open(w, opt.pid);
     poll_until(w->t0 + (uint64_t)(opt.duration * 1e9), NULL);
-    w->t1 = now_ns();
-    if (opt.pid)
-        read_server_cpu(&w->cpu1);
-    w->self1 = self_cpu_s();
-}
-
-static double window_s(const struct window *w)
-{
-    return (double)(w->t1 - w->t0) / 1e9;
+    window_close(w, opt.pid);
 }
 
 static void print_tls(void)
@@ -883,26 +524,11 @@ static void print_tls(void)
            g.version ? g.version : "", g.cipher ? g.cipher : "");
 }
 
-static void print_server_cpu(const struct window *w, const char *unit, double count)
+/* The window's place in time (no --measure-at here: never late) and the server's CPU. */
+static void print_window(const struct window *w, const char *unit, double count)
 {
     printf(", \"window_start_unix\": %.6f, \"window_late_s\": 0.0", w->unix0);
-    if (opt.pid) {
-        struct tree_cpu t = tree_cpu_delta(&w->cpu0, &w->cpu1);
-        double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-        double user_us = (double)t.utime * tick_us;
-        double sys_us = (double)t.stime * tick_us;
-        printf(", \"server_pid\": %ld, \"server_user_us_per_%s\": %.4f, "
-               "\"server_sys_us_per_%s\": %.4f, \"server_cpu_util\": %.3f, "
-               "\"server_processes\": %d, \"server_processes_started\": %d, "
-               "\"server_processes_exited\": %d, \"server_processes_truncated\": %s",
-               opt.pid, unit, user_us / count, unit, sys_us / count,
-               (user_us + sys_us) / 1e6 / window_s(w), t.summed, t.started, t.exited,
-               t.truncated ? "true" : "false");
-    } else {
-        printf(", \"server_pid\": null, \"server_user_us_per_%s\": null, "
-               "\"server_sys_us_per_%s\": null, \"server_cpu_util\": null, "
-               "\"server_processes\": null", unit, unit);
-    }
+    print_server_cpu(w, opt.pid, unit, count);
 }
 
 static void run_load(uint64_t t_start)
@@ -939,9 +565,9 @@ static void run_load(uint64_t t_start)
            "\"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"tickets\": %llu, \"loadgen_cpu_util\": %.3f",
            opt.conns, opt.size, opt.depth, opt.warmup, secs, setup_s,
            (unsigned long long)g.measured_msgs, msgs / secs, msgs * (double)opt.size / secs / 1e6,
-           hist_quantile_us(0.50), hist_quantile_us(0.99), (unsigned long long)g.tickets,
-           (w.self1 - w.self0) / secs);
-    print_server_cpu(&w, "msg", msgs);
+           hist_quantile_us(g.hist, 0.50), hist_quantile_us(g.hist, 0.99),
+           (unsigned long long)g.tickets, (w.self1 - w.self0) / secs);
+    print_window(&w, "msg", msgs);
     printf("}\n");
 }
 
@@ -966,7 +592,7 @@ static void run_churn(void)
     if (g.measured_msgs == 0)
         fail("no connection completed in the %.2f s measured window", secs);
     double conns = (double)g.measured_msgs;
-    long ports = local_ports();
+    long ports = ip_local_ports();
     long reuse = read_sysctl("/proc/sys/net/ipv4/tcp_tw_reuse", NULL);
     printf("{\"mode\": \"tls-churn\", ");
     print_tls();
@@ -975,18 +601,10 @@ static void run_churn(void)
            "\"tickets_per_conn\": %.3f, \"rtt_p50_us\": %.2f, \"rtt_p99_us\": %.2f, \"src_addrs\": %d, ",
            opt.conns, opt.size, opt.warmup, secs, (unsigned long long)g.measured_msgs, conns / secs,
            (unsigned long long)g.measured_msgs, conns / secs, (double)g.measured_tickets / conns,
-           hist_quantile_us(0.50), hist_quantile_us(0.99), opt.src_addrs);
-    if (ports < 0)
-        printf("\"local_ports\": null, \"time_wait_capacity_conns_per_s\": null, ");
-    else
-        printf("\"local_ports\": %ld, \"time_wait_capacity_conns_per_s\": %.0f, ", ports,
-               time_wait_capacity(ports));
-    if (reuse < 0)
-        printf("\"tcp_tw_reuse\": null, ");
-    else
-        printf("\"tcp_tw_reuse\": %ld, ", reuse);
+           hist_quantile_us(g.hist, 0.50), hist_quantile_us(g.hist, 0.99), opt.src_addrs);
+    print_port_fields(ports, opt.src_addrs, reuse);
     printf("\"loadgen_cpu_util\": %.3f", (w.self1 - w.self0) / secs);
-    print_server_cpu(&w, "conn", conns);
+    print_window(&w, "conn", conns);
     printf("}\n");
 }
 
@@ -994,48 +612,7 @@ static void run_churn(void)
 
 static void resolve_address(void)
 {
-    char host[256];
-    const char *target = opt.tcp;
-    const char *colon = strrchr(target, ':');
-    if (!colon || colon == target || (size_t)(colon - target) >= sizeof host)
-        fail("--tcp wants HOST:PORT, got '%s'", target);
-    const char *h = target;
-    size_t hlen = (size_t)(colon - target);
-    if (h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0)
-        fail("cannot resolve '%s': %s", target, gai_strerror(rc));
-    memcpy(&g.addr, res->ai_addr, res->ai_addrlen);
-    g.addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    if (opt.src_addrs > 1) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&g.addr;
-        if (g.addr.ss_family != AF_INET || (ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-            fail("--src-addrs binds clients to 127.0.0.x: the target must be an IPv4 loopback "
-                 "address (127.0.0.0/8), got '%s'", target);
-    }
-}
-
-static void raise_nofile(int needed)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        fail("getrlimit: %s", strerror(errno));
-    if (rl.rlim_cur >= (rlim_t)needed)
-        return;
-    if (rl.rlim_max < (rlim_t)needed)
-        fail("%d connections need %d file descriptors; RLIMIT_NOFILE hard limit is %llu",
-             opt.conns, needed, (unsigned long long)rl.rlim_max);
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-        fail("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    resolve_host_port("--tcp", opt.tcp, SOCK_STREAM, opt.src_addrs, &g.addr, &g.addrlen);
 }
 
 static void allocate(void)
@@ -1052,7 +629,7 @@ static void allocate(void)
         g.conns[i].issued_ns = g.issued_slab + (size_t)i * opt.depth;
     }
     size_t inflight = HANDSHAKE_BYTES + (size_t)opt.depth * opt.size;
-    pattern_init(inflight > RECV_CHUNK ? inflight : RECV_CHUNK);
+    g.pattern = pattern_new(inflight > RECV_CHUNK ? inflight : RECV_CHUNK, &g.pattern_len);
 }
 
 static void usage(FILE *f)
@@ -1071,25 +648,6 @@ static void usage(FILE *f)
           "  --src-addrs K     churn: spread clients over source addresses 127.0.0.1..K\n"
           "  --io-timeout S    fail when a connection makes no progress for S seconds (default 10)\n",
           f);
-}
-
-static double parse_double(const char *name, const char *s, double min)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= min))
-        fail("%s: expected a number >= %g, got '%s'", name, min, s);
-    return v;
-}
-
-static long parse_long(const char *name, const char *s, long min)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno || v < min)
-        fail("%s: expected an integer >= %ld, got '%s'", name, min, s);
-    return v;
 }
 
 static void parse_args(int argc, char **argv)
@@ -1139,7 +697,7 @@ int main(int argc, char **argv)
 {
     uint64_t t_start = now_ns();
     parse_args(argc, argv);
-    raise_nofile(opt.conns + 16);
+    raise_nofile(opt.conns + 16, opt.conns);
     resolve_address();
     allocate();
     tls_init();

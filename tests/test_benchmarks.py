@@ -155,6 +155,31 @@ def test_server_that_never_listens_times_out(tmp_path: Path) -> None:
     assert proc.returncode is not None   # killed and reaped
 
 
+def test_build_is_stale_when_a_local_header_is_newer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # loadgen.c and tlsload.c share benchmarks/loadcommon.h: editing it rebuilds both.
+    common = harness.BENCH_DIR / "loadcommon.h"
+    assert harness.build_sources("loadgen")[1:] == [common]
+    assert harness.build_sources("tlsload")[1:] == [common]
+    assert harness.build_sources("c_echo")[1:] == []
+    build = tmp_path / "build"
+    monkeypatch.setattr(harness, "BENCH_DIR", tmp_path)
+    monkeypatch.setattr(harness, "BUILD_DIR", build)
+    (tmp_path / "prog.c").write_text('#include <stdlib.h>\n#include "common.h"\n'
+                                     "int main(void) { return ANSWER; }\n")
+    (tmp_path / "common.h").write_text('#include "inner.h"   /* nested: found too */\n')
+    (tmp_path / "inner.h").write_text("#define ANSWER 7\n")
+    binary = harness.ensure_built("prog")   # the headers resolve next to prog.c, whatever the cwd
+    assert subprocess.run([str(binary)], timeout=10).returncode == 7
+    for path, mtime in (("prog.c", 100), ("common.h", 100), ("inner.h", 100), ("build/prog", 200)):
+        os.utime(tmp_path / path, (mtime, mtime))
+    assert harness.is_built("prog")
+    os.utime(tmp_path / "inner.h", (300, 300))
+    assert not harness.is_built("prog")
+    (tmp_path / "inner.h").write_text("#define ANSWER 9\n")
+    assert subprocess.run([str(harness.ensure_built("prog"))], timeout=10).returncode == 9
+    assert harness.is_built("prog")
+
+
 # ---- load generator against the reference servers ------------------------
 
 
