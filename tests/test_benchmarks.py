@@ -233,19 +233,24 @@ class FaultyEcho:
             self.threads.append(t)
             t.start()
 
+    def _received(self, conn: socket.socket) -> Iterator[bytes]:
+        """What `conn` sends, chunk by chunk, until it closes, fails or the server stops."""
+        conn.settimeout(0.1)
+        while not self.stopping.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+
     def _serve(self, conn: socket.socket) -> None:
         echoed = 0
         with conn:
-            conn.settimeout(0.1)
-            while not self.stopping.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
+            for data in self._received(conn):
                 start, echoed = echoed, echoed + len(data)
                 if start <= self.offset < echoed:
                     i = self.offset - start
@@ -1175,16 +1180,7 @@ class FaultyFrameEcho(FaultyEcho):
     def _serve(self, conn: socket.socket) -> None:
         buf, index, held = b"", 0, b""
         with conn:
-            conn.settimeout(0.1)
-            while not self.stopping.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
+            for data in self._received(conn):
                 buf += data
                 out = []
                 while len(buf) >= 4 and len(buf) >= 4 + (n := int.from_bytes(buf[:4], "big")):
