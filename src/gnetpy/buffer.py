@@ -64,6 +64,12 @@ from typing import Any
 
 from .errors import ShortBufferError
 
+try:  # mypyc's class attributes; without mypy_extensions installed (pure Python) they change nothing
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 # ``_src`` when nothing is buffered.  Public to the package: the loop's
 # inlined fast path tests for it by identity.
 NOTHING = b""
@@ -78,6 +84,7 @@ IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 SMALL = 4096
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InboundBuffer:
     """Received bytes not yet consumed, and the size of the next read (see the module docstring)."""
 
@@ -212,6 +219,7 @@ class InboundBuffer:
                 self._read_size = small
 
 
+@mypyc_attr(native_class=False)
 class OutboundBuffer(list):  # type: ignore[type-arg]
     __slots__ = ("nbytes", "chunk_cap")
 

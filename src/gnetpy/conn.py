@@ -34,6 +34,12 @@ from .buffer import IOV_MAX, NOTHING, InboundBuffer, OutboundBuffer
 from .errors import ConnClosedError, EngineStoppedError, UnsupportedProtocolError
 from .state import CLOSED, OPEN, ConnState
 
+try:  # mypyc's class attributes; without mypy_extensions installed (pure Python) they change nothing
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 if TYPE_CHECKING:
     from .eventloop import EventLoop
 
@@ -46,6 +52,7 @@ PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # TlsConn, DatagramConn (and users') subclass it
 class Conn(InboundBuffer):
     __slots__ = ("_fd", "_sock", "_loop", "_out", "_state", "_err", "_remote", "_local", "_close_callbacks",
                  "_seen", "_paused", "_codec_state", "_tls", "context", "__weakref__")
@@ -59,7 +66,7 @@ class Conn(InboundBuffer):
         self._fd = sock.fileno()
         self._sock = sock
         self._loop = loop
-        self._out: OutboundBuffer = _NOTHING_QUEUED
+        self._out: Any = _NOTHING_QUEUED  # an OutboundBuffer once something is queued (Any: mypyc checks declared types)
         self._state: ConnState = OPEN
         # An error that has doomed the connection (a failed write); the loop
         # closes it with this error once the running callback returns.

@@ -135,7 +135,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._tick_delay = 1.0  # what on_tick returned last; its None means "the same again"
         self._running = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._counts: Counters = LocalCounters()  # a worker replaces them with shared ones
 
@@ -286,7 +286,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             elif timers:
                 timeout = timers.timeout(monotonic())
             else:
-                timeout = -1
+                timeout = -1.0
             events = poll(timeout, maxevents)
             if idle:
                 now = self._now = monotonic()

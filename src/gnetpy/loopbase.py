@@ -72,7 +72,7 @@ class LoopBase:
     _now: float
     _on_traffic: Callable[[Conn], Any]
     _tick_delay: float
-    _thread: threading.Thread | None
+    _loop_thread: threading.Thread | None
     _thread_id: int | None
 
     if TYPE_CHECKING:  # each defined by one of the parts, used by the others

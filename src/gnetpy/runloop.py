@@ -40,8 +40,8 @@ class LoopRunner(LoopBase):
         self._running = True
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self.run, args=(self._on_ready,), name=name, daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.Thread(target=self.run, args=(self._on_ready,), name=name, daemon=True)
+        self._loop_thread.start()
 
     def _on_ready(self, error: BaseException | None) -> None:
         self._start_error = error
@@ -131,17 +131,17 @@ class LoopRunner(LoopBase):
         self._tasks.push_urgent(self._begin_shutdown, deadline)
 
     def join(self, timeout: float | None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout)
+            return not self._loop_thread.is_alive()
         return True
 
     def abort(self, timeout: float) -> None:
         """Undo a start that failed elsewhere: stop at once if running, else release what was built."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._loop_thread is not None and self._loop_thread.is_alive():
             self.shutdown(time.monotonic())
             self.join(timeout)
-        elif self._thread is None:
+        elif self._loop_thread is None:
             self.release()
 
     def kill(self) -> bool:
@@ -159,7 +159,7 @@ class LoopRunner(LoopBase):
             self._waker.close()
 
     def runs_on(self, thread: threading.Thread) -> bool:
-        return self._thread is thread
+        return self._loop_thread is thread
 
     def running_callback(self) -> str:
         """Where this loop's thread is now, for a loop that does not stop: the user code it is running."""
