@@ -12,11 +12,17 @@
 from __future__ import annotations
 
 import logging
+import os
 
-from .client import Client
-from .conn import Conn
-from .engine import Engine
-from .errors import (
+from . import _compiled
+
+# Before any module that may be compiled is imported: GNETPY_NO_EXTENSIONS=1 loads them from source.
+_compiled.install_switch(__name__, os.path.dirname(os.path.abspath(__file__)))
+
+from .client import Client  # noqa: E402
+from .conn import Conn  # noqa: E402
+from .engine import Engine  # noqa: E402
+from .errors import (  # noqa: E402
     CodecError,
     ConnClosedError,
     EngineStoppedError,
@@ -28,14 +34,17 @@ from .errors import (
     UnsupportedOperationError,
     UnsupportedProtocolError,
 )
-from .eventloop import EventLoop
-from .handler import Action, EventHandler
-from .lb import LoadBalancing
-from .options import Options
-from .serve import rotate, run, start
-from .timers import TimerHandle
+from .eventloop import EventLoop  # noqa: E402
+from .handler import Action, EventHandler  # noqa: E402
+from .lb import LoadBalancing  # noqa: E402
+from .options import Options  # noqa: E402
+from .serve import rotate, run, start  # noqa: E402
+from .timers import TimerHandle  # noqa: E402
 
 __version__ = "0.1.0"
+
+# "mypyc" when the compiled accelerator is active, False when pure Python (README "Compiled accelerator").
+compiled = _compiled.backend(__name__)
 
 __all__ = [
     "Action",

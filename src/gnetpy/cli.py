@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from . import compiled
 from .conn import Conn
 from .engine import Engine
 from .errors import GnetError
@@ -87,6 +88,8 @@ def _bench(args: list[str]) -> int:
         return 2
     if root not in sys.path:
         sys.path.insert(0, root)
+    # The gnetpy servers the harness starts import the same build as this process (the switch is inherited).
+    print(f"gnetpy bench: gnetpy.compiled = {compiled!r}", file=sys.stderr)
     spec = importlib.util.spec_from_file_location("benchmarks.harness", harness)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
+from . import _compiled
 from .address import Address, AddrInfo, parse_address
 from .counters import SharedCounterTable
 from .errors import UnsupportedProtocolError
@@ -230,7 +231,8 @@ class Engine:
         where = (f"{count} worker process{'es' if count > 1 else ''}" if self._processes
                  else f"{count} thread{'s' if count > 1 else ''}")
         what = f"serving {', '.join(map(str, self._addrs))}" if self._addrs else "client"
-        self._logger.info("gnetpy: %s with %d event loop%s in %s", what, count, "s" if count > 1 else "", where)
+        self._logger.info("gnetpy (%s): %s with %d event loop%s in %s", _backend_name(), what, count,
+                          "s" if count > 1 else "", where)
 
     def _start_loops(self) -> None:
         """Start every loop (thread mode) or fork every worker, then wait until all serve."""
@@ -446,3 +448,9 @@ def _out_of_descriptors(exc: OSError, loops: int, addresses: int) -> OSError:
     return OSError(exc.errno, f"out of file descriptors starting {loops} event loop(s) on {addresses} address(es): "
                               f"each loop needs 2 (epoll, eventfd) and each listener 1, and the process may have "
                               f"{soft} (RLIMIT_NOFILE); use fewer loops or raise the limit ({exc.strerror})")
+
+
+def _backend_name() -> str:
+    """For the start-up line: which build serves (README "Compiled accelerator")."""
+    backend = _compiled.backend(__name__.rpartition(".")[0])
+    return f"compiled: {backend}" if backend else "pure Python"
