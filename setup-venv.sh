@@ -1,7 +1,21 @@
 # Sourced by test.sh and bench.sh: make .venv hold gnetpy (editable) with its
-# test and bench extras, rebuilding it when pyproject.toml changes.
+# test and bench extras, rebuilding it when pyproject.toml or setup.py changes, and
+# when a module the compiled accelerator compiles changed since (its .so would be
+# stale: gnetpy would warn and run it as pure Python).
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+_gnetpy_compiled_sources() {
+    sed -n 's/^COMPILED_MODULES = (\(.*\))/\1/p' src/gnetpy/_compiled.py | tr -d '",' | tr ' ' '\n' | sed '/^$/d; s|^|src/gnetpy/|; s|$|.py|'
+}
+_gnetpy_venv_stale() {
+    [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
+        || [ setup.py -nt .venv/.installed ] || [ src/gnetpy/_compiled.py -nt .venv/.installed ] && return 0
+    [ -n "${GNETPY_NO_EXTENSIONS:-}" ] && [ "${GNETPY_NO_EXTENSIONS}" != 0 ] && return 1  # pure: no build to refresh
+    for f in $(_gnetpy_compiled_sources); do
+        [ "$f" -nt .venv/.installed ] && return 0
+    done
+    return 1
+}
+if _gnetpy_venv_stale; then
     echo "setting up .venv with $($PYTHON --version) ..." >&2
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip

@@ -21,7 +21,8 @@ ACCEL = runpy.run_path(os.path.join(HERE, "src", "gnetpy", "_compiled.py"))
 
 
 def notice(why: str) -> None:
-    print(f"gnetpy: installing pure Python only ({why})", file=sys.stderr)
+    why = why.splitlines()[0] if why else why
+    print(f"gnetpy: installing pure Python only ({why[:200]})", file=sys.stderr)
 
 
 class OptionalBuildExt(build_ext):
@@ -37,7 +38,7 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # a missing compiler, a compile or link error: CCompilerError, DistutilsError...
             self._remove_outputs()
-            notice(f"building the mypyc extensions failed: {type(exc).__name__}: {exc}".splitlines()[0])
+            notice(f"building the mypyc extensions failed: {type(exc).__name__}: {exc}")
 
     def _remove_outputs(self) -> None:
         for path in self.get_outputs():
@@ -58,7 +59,7 @@ def extensions() -> list:  # type: ignore[type-arg]
     try:
         return mypycify(paths, opt_level="3", group_name="gnetpy")  # type: ignore[no-any-return]
     except BaseException as exc:  # mypyc reports a type error with SystemExit
-        notice(f"mypyc failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        notice(f"mypyc failed: {type(exc).__name__}: {exc}")
         return []
 
 

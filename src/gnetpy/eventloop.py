@@ -154,8 +154,10 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         if not self._tasks.push(self._call_user, fn):
             raise EngineStoppedError(f"event loop {self.index} has stopped")
 
-    def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
+    def call_later(self, delay: Any, fn: Callable[[], Any]) -> TimerHandle:
         """Run ``fn()`` on this loop after ``delay`` seconds; ``handle.cancel()`` from any thread."""
+        # ``delay`` is a float, typed Any: compiled by mypyc a float parameter is checked and
+        # converted on entry (True would become 1.0, "1" a TypeError) before is_delay could say ValueError.
         if not is_delay(delay):
             raise ValueError(f"call_later: delay {delay!r}; accepted: finite seconds >= 0")
         handle = TimerHandle(time.monotonic() + delay, fn)

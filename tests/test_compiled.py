@@ -1,0 +1,85 @@
+"""The compiled accelerator's switch: GNETPY_NO_EXTENSIONS=1 loads the compilable modules from source.
+
+Each case imports gnetpy in a fresh interpreter: the switch acts when gnetpy is first
+imported, and this process has imported it already.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import gnetpy
+from gnetpy import _compiled
+
+PROBE = """
+import json, sys
+import gnetpy
+from gnetpy import _compiled
+files = {name: sys.modules["gnetpy." + name].__file__ for name in _compiled.COMPILED_MODULES}
+print(json.dumps({"compiled": gnetpy.compiled, "files": files}))
+"""
+
+PACKAGE_DIR = os.path.dirname(gnetpy.__file__)
+
+
+def probe(**env: str) -> dict[str, object]:
+    environ = {k: v for k, v in os.environ.items() if k != _compiled.SWITCH}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**environ, **env}, capture_output=True, text=True,
+                         check=True, timeout=60)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def built_modules() -> list[str]:
+    """The extension modules of the compilable modules that sit beside their sources here."""
+    return [name + suffix for name in _compiled.COMPILED_MODULES for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if os.path.exists(os.path.join(PACKAGE_DIR, name + suffix))]
+
+
+def test_switch_loads_every_compilable_module_from_source() -> None:
+    result = probe(GNETPY_NO_EXTENSIONS="1")
+    assert result["compiled"] is False
+    files = result["files"]
+    assert isinstance(files, dict) and sorted(files) == sorted(_compiled.COMPILED_MODULES)
+    for name, path in files.items():
+        assert path == os.path.join(PACKAGE_DIR, f"{name}.py")
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+def test_switch_off_values_keep_the_build(value: str) -> None:
+    assert probe(GNETPY_NO_EXTENSIONS=value)["compiled"] == probe()["compiled"]
+
+
+def test_without_the_switch_a_build_present_is_used() -> None:
+    built = built_modules()
+    if not built:
+        pytest.skip("no compiled build beside the sources (pure install: no mypyc or no C compiler at install time)")
+    if _compiled.stale_builds(PACKAGE_DIR):
+        pytest.skip(f"the compiled build is older than the sources: {_compiled.stale_builds(PACKAGE_DIR)}")
+    result = probe()
+    assert result["compiled"] == "mypyc"
+    files = result["files"]
+    assert isinstance(files, dict)
+    for name, path in files.items():
+        assert path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), (name, path)
+
+
+def test_compiled_names_the_build_of_this_process() -> None:
+    switch = _compiled.disabled()
+    assert gnetpy.compiled in ("mypyc", False)
+    if switch:
+        assert gnetpy.compiled is False
+    assert gnetpy.compiled == _compiled.backend("gnetpy")
+
+
+def test_source_finder_ignores_other_modules() -> None:
+    finder = _compiled.SourceFinder("gnetpy", PACKAGE_DIR)
+    assert finder.find_spec("gnetpy.options") is None
+    assert finder.find_spec("json") is None
+    spec = finder.find_spec("gnetpy.conn")
+    assert spec is not None and spec.origin == os.path.join(PACKAGE_DIR, "conn.py")
