@@ -221,6 +221,11 @@ def _gnetpy_tls_missing() -> str | None:
     return None
 
 
+def _gnetpy_pure_env() -> dict[str, str]:
+    # The same checkout with its compiled accelerator switched off (README "Compiled accelerator").
+    return {**_gnetpy_env(), "GNETPY_NO_EXTENSIONS": "1"}
+
+
 SERVERS = {
     s.name: s
     for s in (
@@ -229,6 +234,16 @@ SERVERS = {
             lambda addr: [sys.executable, str(GNETPY_ECHO), "--addr", addr, "--loops", "1"],
             _gnetpy_missing,
             _gnetpy_env,
+            lambda addr: [sys.executable, str(GNETPY_UDP_ECHO), "--addr", addr],
+            _gnetpy_udp_missing,
+            tls_command=_tls_echo("gnetpy"),
+            tls_unavailable=_gnetpy_tls_missing,
+        ),
+        Server(
+            "gnetpy-pure",
+            lambda addr: [sys.executable, str(GNETPY_ECHO), "--addr", addr, "--loops", "1"],
+            _gnetpy_missing,
+            _gnetpy_pure_env,
             lambda addr: [sys.executable, str(GNETPY_UDP_ECHO), "--addr", addr],
             _gnetpy_udp_missing,
             tls_command=_tls_echo("gnetpy"),

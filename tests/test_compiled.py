@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,15 @@ def test_source_finder_ignores_other_modules() -> None:
     assert finder.find_spec("json") is None
     spec = finder.find_spec("gnetpy.conn")
     assert spec is not None and spec.origin == os.path.join(PACKAGE_DIR, "conn.py")
+
+
+def test_a_build_older_than_its_source_is_stale(tmp_path: Any) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    source, built = tmp_path / "conn.py", tmp_path / f"conn{suffix}"
+    source.write_text("")
+    built.write_bytes(b"")
+    os.utime(built, (1000.0, 1000.0))
+    os.utime(source, (1000.0 + _compiled.STALE_MARGIN_S / 2, 1000.0 + _compiled.STALE_MARGIN_S / 2))
+    assert _compiled.stale_builds(str(tmp_path)) == []  # written together: a wheel's files, in either order
+    os.utime(source, (2000.0, 2000.0))
+    assert _compiled.stale_builds(str(tmp_path)) == [f"conn{suffix}"]

@@ -52,12 +52,14 @@ def install_switch(package: str, directory: str) -> None:
     """Called by the package's ``__init__`` before it imports anything that may be compiled."""
     if any(isinstance(f, SourceFinder) for f in sys.meta_path):
         return
-    stale = stale_builds(directory)
-    if stale:  # an in-place build older than its source (a pull or an edit since `pip install -e .`)
+    if not disabled():
+        stale = stale_builds(directory)
+        if not stale:
+            return
+        # An in-place build older than its source (an edit or a pull since `pip install -e .`).
         warnings.warn(f"gnetpy: {', '.join(stale)} older than the source beside it; using pure Python "
                       f"(rebuild: pip install -e .)", RuntimeWarning, stacklevel=3)
-    if disabled() or stale:
-        sys.meta_path.insert(0, SourceFinder(package, directory))
+    sys.meta_path.insert(0, SourceFinder(package, directory))
 
 
 def stale_builds(directory: str) -> list[str]:
