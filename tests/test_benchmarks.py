@@ -107,8 +107,9 @@ def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.Captur
                                        "gnetpy-procs2-rp", "gnetpy-idle", "gnetpy-codec", "gnetpy-frames"}
     assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - set(harness.ON_REQUEST)
     # W8's gnetpy frame servers are in the default set only when W8 runs (it does by default).
-    assert harness.parse_args([]).servers == ["gnetpy", "asyncio", "uvloop", "c", "gnetpy-codec", "gnetpy-frames"]
-    assert harness.parse_args(["--workloads", "W1,W7"]).servers == ["gnetpy", "asyncio", "uvloop", "c"]
+    assert harness.parse_args([]).servers == ["gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c", "gnetpy-codec",
+                                              "gnetpy-frames"]
+    assert harness.parse_args(["--workloads", "W1,W7"]).servers == ["gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c"]
 
 
 def test_baseline_checkout_runs_beside_this_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
