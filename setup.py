@@ -2,7 +2,7 @@
 
 The metadata is in pyproject.toml; this file only adds the extension modules: the
 modules named in src/gnetpy/_compiled.py compiled by mypyc from the very same .py
-files (one source of truth), placed beside them.  Installing never fails because of
+files (one source of truth), placed beside them, and the small C helper _sysio.c.  Installing never fails because of
 them: without mypyc, without a C compiler, or with GNETPY_NO_EXTENSIONS=1 set at build
 time, the package installs as pure Python with a one-line notice.
 """
@@ -13,7 +13,7 @@ import os
 import runpy
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,10 +57,14 @@ def extensions() -> list:  # type: ignore[type-arg]
         return []
     paths = [os.path.join("src", "gnetpy", f"{name}.py") for name in ACCEL["COMPILED_MODULES"]]
     try:
-        return mypycify(paths, opt_level="3", group_name="gnetpy")  # type: ignore[no-any-return]
+        compiled = mypycify(paths, opt_level="3", group_name="gnetpy")
     except BaseException as exc:  # mypyc reports a type error with SystemExit
         notice(f"mypyc failed: {type(exc).__name__}: {exc}")
         return []
+    # The C helpers (gnetpy/_sysio.c: reads and writes that keep the GIL) are built with them.
+    helpers = [Extension(f"gnetpy.{name}", [os.path.join("src", "gnetpy", f"{name}.c")])
+               for name in ACCEL["C_HELPERS"]]
+    return [*compiled, *helpers]
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

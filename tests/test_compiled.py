@@ -19,11 +19,12 @@ import gnetpy
 from gnetpy import _compiled
 
 PROBE = """
-import json, sys
+import json, os, sys
 import gnetpy
-from gnetpy import _compiled
+from gnetpy import _compiled, syscalls
 files = {name: sys.modules["gnetpy." + name].__file__ for name in _compiled.COMPILED_MODULES}
-print(json.dumps({"compiled": gnetpy.compiled, "files": files}))
+os_calls = syscalls.read is os.read and syscalls.write is os.write
+print(json.dumps({"compiled": gnetpy.compiled, "files": files, "os_calls": os_calls}))
 """
 
 PACKAGE_DIR = os.path.dirname(gnetpy.__file__)
@@ -45,6 +46,7 @@ def built_modules() -> list[str]:
 def test_switch_loads_every_compilable_module_from_source() -> None:
     result = probe(GNETPY_NO_EXTENSIONS="1")
     assert result["compiled"] is False
+    assert result["os_calls"] is True  # the C helper is hidden too: os.read and os.write
     files = result["files"]
     assert isinstance(files, dict) and sorted(files) == sorted(_compiled.COMPILED_MODULES)
     for name, path in files.items():
@@ -64,6 +66,7 @@ def test_without_the_switch_a_build_present_is_used() -> None:
         pytest.skip(f"the compiled build is older than the sources: {_compiled.stale_builds(PACKAGE_DIR)}")
     result = probe()
     assert result["compiled"] == "mypyc"
+    assert result["os_calls"] is False  # _sysio's read and write
     files = result["files"]
     assert isinstance(files, dict)
     for name, path in files.items():

@@ -24,8 +24,13 @@ from typing import Literal, Mapping, Sequence
 # The hot path of every message (the loop, the connection and its buffers, opening and
 # closing): what mypyc compiles.  Modules outside this list stay interpreted.
 COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle")
+# Built from C beside them (syscalls.py uses it when it is there): reads and writes
+# of non-blocking sockets that keep the GIL.  No .py source: the switch hides it.
+C_HELPERS = ("_sysio",)
 
 SWITCH = "GNETPY_NO_EXTENSIONS"
+# mypyc's shared library for the compiled modules (setup.py: group_name="gnetpy"), beside the package.
+GROUP_LIBRARY = "gnetpy__mypyc"
 STALE_MARGIN_S = 5.0
 
 
@@ -39,9 +44,12 @@ class SourceFinder:
 
     def __init__(self, package: str, directory: str) -> None:
         self._names = {f"{package}.{name}": os.path.join(directory, f"{name}.py") for name in COMPILED_MODULES}
+        self._hidden = {f"{package}.{name}" for name in C_HELPERS}
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname in self._hidden:  # a C helper: import it as missing, its user falls back to os
+            raise ModuleNotFoundError(f"{fullname}: off ({SWITCH})", name=fullname)
         source = self._names.get(fullname)
         if source is None or not os.path.exists(source):
             return None  # not ours, or no source to fall back on: the ordinary finders decide
@@ -63,22 +71,35 @@ def install_switch(package: str, directory: str) -> None:
 
 
 def stale_builds(directory: str) -> list[str]:
-    """The compiled modules whose ``.py`` is newer than the extension module beside it.
+    """The compiled modules whose source is newer than their build.
 
-    A margin of a few seconds: an installed wheel writes both files at the same moment,
-    in either order; an edit or a checkout after an in-place build comes later than that.
+    A mypyc module's code is in the shared library ``gnetpy__mypyc`` beside the package
+    (its own extension module is a stub that setuptools rebuilds only when the stub
+    changes), so the build's time is the newer of the two.  A margin of a few seconds: an
+    installed wheel writes the files at the same moment, in either order; an edit or a
+    checkout after an in-place build comes later than that.
     """
     stale = []
-    for name in COMPILED_MODULES:
-        source = os.path.join(directory, f"{name}.py")
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            built = os.path.join(directory, name + suffix)
-            try:
-                if os.stat(source).st_mtime > os.stat(built).st_mtime + STALE_MARGIN_S:
-                    stale.append(name + suffix)
-            except OSError:
-                continue  # no such build (or no source): nothing to compare
+    sources = [(name, f"{name}.py") for name in COMPILED_MODULES] + [(name, f"{name}.c") for name in C_HELPERS]
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        group = _mtime(os.path.join(os.path.dirname(directory), GROUP_LIBRARY + suffix))
+        for name, filename in sources:
+            built = _mtime(os.path.join(directory, name + suffix))
+            if built is None:
+                continue  # no such build: nothing to compare
+            if filename.endswith(".py") and group is not None:
+                built = max(built, group)
+            source = _mtime(os.path.join(directory, filename))
+            if source is not None and source > built + STALE_MARGIN_S:
+                stale.append(name + suffix)
     return stale
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def backend(package: str) -> Literal["mypyc", False]:

@@ -28,7 +28,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
-from . import sockopts
+from . import sockopts, syscalls
 from .address import AddrInfo, format_addr
 from .buffer import IOV_MAX, NOTHING, InboundBuffer, OutboundBuffer
 from .errors import ConnClosedError, EngineStoppedError, UnsupportedProtocolError
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 Callback = Optional[Callable[["Conn", Optional[BaseException]], Any]]
 
 _NOTHING_QUEUED: Any = ()
-_write = os.write
+_write = syscalls.write  # a non-blocking socket: no GIL hand-off where _sysio is built
 # Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()

@@ -26,14 +26,13 @@ running and stopping the loop itself in runloop.py.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import inherit, tls
+from . import inherit, syscalls, tls
 from .acceptor import Acceptor
 from .buffer import NOTHING, SMALL_READ
 from .closing import GracefulClose
@@ -259,7 +258,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         # inline; this block is the inlined twin of ``_read_once``.
         poll = self._poller.poll
         conns = self._conns
-        read = os.read
+        read = syscalls.read  # non-blocking sockets: no GIL hand-off where _sysio is built
         read_size = self._read_size
         small_read = self._small_read
         nothing = NOTHING
@@ -376,7 +375,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         """
         size = c._read_size
         try:
-            data = os.read(fd, size)
+            data = syscalls.read(fd, size)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:

@@ -1,0 +1,6 @@
+"""Stub for _sysio.c: os.read/os.write without releasing the GIL (non-blocking descriptors only)."""
+
+from typing import Any
+
+def read(fd: int, n: int, /) -> bytes: ...
+def write(fd: int, data: Any, /) -> int: ...
