@@ -3,8 +3,9 @@
 # when a module the compiled accelerator compiles changed since (its .so would be
 # stale: gnetpy would warn and run it as pure Python).
 PYTHON="${PYTHON:-python3}"
-_gnetpy_compiled_sources() {
+_gnetpy_compiled_sources() {  # the .py of COMPILED_MODULES and the .c of C_HELPERS in _compiled.py
     sed -n 's/^COMPILED_MODULES = (\(.*\))/\1/p' src/gnetpy/_compiled.py | tr -d '",' | tr ' ' '\n' | sed '/^$/d; s|^|src/gnetpy/|; s|$|.py|'
+    sed -n 's/^C_HELPERS = (\(.*\))/\1/p' src/gnetpy/_compiled.py | tr -d '",' | tr ' ' '\n' | sed '/^$/d; s|^|src/gnetpy/|; s|$|.c|'
 }
 _gnetpy_venv_stale() {
     [ ! -x .venv/bin/python ] || [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
