@@ -376,7 +376,9 @@ SERVER = textwrap.dedent("""
         def on_boot(self, engine):
             print(engine.addrs[0][1], flush=True)
         def on_worker_start(self, index):
-            print("worker", os.getpid(), flush=True)
+            # One write(2) per line: the two workers share the pipe, and print's pieces interleaved
+            # ("workerworker 17290", " 17289") in one CI run.
+            os.write(1, f"worker {{os.getpid()}}\\n".encode())
         def on_traffic(self, c):
             c.next()
             c.write(b"s" * (8 << 20))
