@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -99,3 +100,17 @@ def test_a_build_older_than_its_source_is_stale(tmp_path: Any) -> None:
     assert _compiled.stale_builds(str(tmp_path)) == []  # written together: a wheel's files, in either order
     os.utime(source, (2000.0, 2000.0))
     assert _compiled.stale_builds(str(tmp_path)) == [f"conn{suffix}"]
+
+
+def test_the_start_up_line_names_the_build(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="gnetpy"):
+        serve(gnetpy.EventHandler())
+    lines = [r.getMessage() for r in caplog.records if " event loop in " in r.getMessage()]
+    build = f"compiled: {gnetpy.compiled}" if gnetpy.compiled else "pure Python"
+    assert len(lines) == 1 and lines[0].startswith(f"gnetpy ({build}): serving "), lines
+
+
+def test_bench_prints_the_build() -> None:
+    out = subprocess.run([sys.executable, "-m", "gnetpy", "bench", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert f"gnetpy bench: gnetpy.compiled = {gnetpy.compiled!r}" in out.stderr.splitlines()
