@@ -20,6 +20,7 @@ if _gnetpy_venv_stale; then
     echo "setting up .venv with $($PYTHON --version) ..." >&2
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test,bench]'
+    # Always the compiled build here: GNETPY_NO_EXTENSIONS=1 ./test.sh switches it off at import time.
+    env -u GNETPY_NO_EXTENSIONS .venv/bin/python -m pip install --quiet -e '.[test,bench]'
     touch .venv/.installed
 fi

@@ -9,6 +9,7 @@ time, the package installs as pure Python with a one-line notice.
 
 from __future__ import annotations
 
+import glob
 import os
 import runpy
 import sys
@@ -46,9 +47,20 @@ class OptionalBuildExt(build_ext):
                 os.remove(path)
 
 
+def remove_in_place_builds() -> None:
+    """A pure build of a checkout that holds an earlier in-place build (pip install -e .):
+    delete those .so files, or the package would go on importing them."""
+    src = os.path.join(HERE, "src")
+    names = [os.path.join("gnetpy", name) for name in (*ACCEL["COMPILED_MODULES"], *ACCEL["C_HELPERS"])]
+    for name in [*names, ACCEL["GROUP_LIBRARY"]]:
+        for path in glob.glob(os.path.join(src, name) + ".*.so"):
+            os.remove(path)
+
+
 def extensions() -> list:  # type: ignore[type-arg]
     if ACCEL["disabled"]():
         notice(f"{ACCEL['SWITCH']} is set")
+        remove_in_place_builds()
         return []
     try:
         from mypyc.build import mypycify
