@@ -9,9 +9,9 @@ cd "$(dirname "$0")"
 source ./setup-venv.sh
 if [ "${1:-}" = "--full" ]; then
     shift
-    exec .venv/bin/python -m gnetpy bench "$@"
+    exec "$VENV"/bin/python -m gnetpy bench "$@"
 fi
 if [ $# -eq 0 ]; then
     set -- --quick
 fi
-exec .venv/bin/python -m gnetpy bench "$@"
+exec "$VENV"/bin/python -m gnetpy bench "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./setup-venv.sh
-exec .venv/bin/python -m pytest "$@"
+exec "$VENV"/bin/python -m pytest "$@"

@@ -34,9 +34,12 @@ static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
     for (;;) {
         r = read(fd, PyBytes_AS_STRING(buf), (size_t)n);
         if (r >= 0) break;
-        if (errno != EINTR || PyErr_CheckSignals()) {
+        /* errno is saved first: a signal handler run by PyErr_CheckSignals may change it. */
+        int saved = errno;
+        if (saved != EINTR || PyErr_CheckSignals()) {
             Py_DECREF(buf);
-            return errno == EINTR ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+            if (saved != EINTR) { errno = saved; return PyErr_SetFromErrno(PyExc_OSError); }
+            return NULL;
         }
     }
     if (r != n && _PyBytes_Resize(&buf, r) < 0) return NULL;
