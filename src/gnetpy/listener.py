@@ -62,7 +62,24 @@ class Listener:
         self.sock.close()
 
 
-class PortHolder:
+class BoundSocket:
+    """A bound socket the engine holds for its loops (PortHolder, udp.DatagramListener): its
+    address, closing it, and dropping a forked worker's copy."""
+
+    sock: socket.socket
+
+    @property
+    def addr(self) -> AddrInfo:
+        return format_addr(self.sock.getsockname())
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _forget_in_child(self) -> None:
+        self.sock.close()
+
+
+class PortHolder(BoundSocket):
     """Process mode with ``reuse_port``: a socket bound to the port the workers share, never listening.
 
     It turns port 0 into one real port before the first worker binds, and
@@ -81,16 +98,6 @@ class PortHolder:
             self.sock.close()
             raise
         inherit.register(self)
-
-    @property
-    def addr(self) -> AddrInfo:
-        return format_addr(self.sock.getsockname())
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _forget_in_child(self) -> None:
-        self.sock.close()
 
 
 def _bind(address: Address, opts: Options) -> socket.socket:

@@ -49,6 +49,7 @@ from .conn import Callback, Conn
 from .deadlines import IdleWheel
 from .errors import ConnClosedError, UnsupportedOperationError, UnsupportedProtocolError
 from .handler import Action
+from .listener import BoundSocket
 from .poller import IN, OUT
 from .sockopts import bind, set_listener_options
 from .state import CLOSED, OPEN
@@ -64,23 +65,13 @@ READ_BATCH = 64
 READ_SIZE = 65536
 
 
-class DatagramListener:
+class DatagramListener(BoundSocket):
     """A bound datagram socket waiting for its loop (the engine binds one per loop, before they run)."""
 
     def __init__(self, address: Address, opts: Options) -> None:
         self.address = address
         self.sock = bind_datagram(address, opts)
         inherit.register(self)
-
-    @property
-    def addr(self) -> AddrInfo:
-        return format_addr(self.sock.getsockname())
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _forget_in_child(self) -> None:
-        self.sock.close()
 
 
 def reserve_port(address: Address) -> int:
