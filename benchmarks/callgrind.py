@@ -34,57 +34,76 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.harness import SERVERS, WORKLOADS, add_baseline_server, ensure_built  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    SERVERS,
+    WORKLOADS,
+    add_baseline_server,
+    ensure_built,
+    free_udp_addr,
+    loadgen_target,
+    mode_args,
+    try_connect,
+    try_udp_echo,
+)
 
 WARMUP_S = 2.0
 
 
-def free_port() -> int:
+# Workloads driven by loadgen against one echo: a stream of messages, frames or datagrams.
+# The others (idle memory, connection churn, TLS through tlsload) measure something else
+# than instructions per echoed message.
+MODES = ("load", "frames", "udp")
+
+
+def free_addr(udp: bool) -> str:
+    if udp:
+        return free_udp_addr()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited early with status {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if (try_udp_echo if addr.startswith("udp://") else try_connect)(addr, 1.0):
             return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("server did not accept within 60 s under valgrind")
+        time.sleep(0.2)
+    raise SystemExit(f"server did not answer on {addr} within {timeout:g} s under valgrind")
 
 
-def loadgen(port: int, workload: str, duration: float) -> dict[str, object]:
+def loadgen(addr: str, workload: str, duration: float) -> dict[str, object]:
     w = WORKLOADS[workload]
-    cmd = [str(BENCH_DIR / "build" / "loadgen"), "--tcp", f"127.0.0.1:{port}", "--conns", str(w.conns),
-           "--size", str(w.size), "--depth", str(w.depth), *(["--frames"] if w.mode == "frames" else []),
-           "--duration", str(duration), "--warmup", "0"]
+    cmd = [str(BENCH_DIR / "build" / "loadgen"), *loadgen_target(addr), "--conns", str(w.conns),
+           "--size", str(w.size), *mode_args(w, addr), "--duration", str(duration), "--warmup", "0"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 120)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
 def measure(server: str, workload: str, duration: float, env: dict[str, str],
             keep: Path | None = None) -> tuple[int, int]:
-    port = free_port()
+    wl = WORKLOADS[workload]
+    if wl.mode not in MODES:
+        echoes = ", ".join(name for name, w in WORKLOADS.items() if w.mode in MODES)
+        raise SystemExit(f"{workload} ({wl.mode}): not an echo of messages; callgrind.py measures {echoes}")
+    addr = free_addr(wl.udp)
     with tempfile.TemporaryDirectory(prefix="gnetpy-cg-") as tmp:
         out_file = os.path.join(tmp, "callgrind.out.%p")
         spec = SERVERS[server]
         if why := spec.cannot_run(WORKLOADS[workload]):
             raise SystemExit(why)
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
-               *spec.argv(f"tcp://127.0.0.1:{port}", WORKLOADS[workload])]
+               *spec.argv(addr, wl)]
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **spec.env(), **env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_accepting(port, proc)
-            loadgen(port, workload, WARMUP_S)
+            wait_serving(addr, proc)
+            loadgen(addr, workload, WARMUP_S)
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-            result = loadgen(port, workload, duration)
+            result = loadgen(addr, workload, duration)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
             dumps = glob.glob(os.path.join(tmp, "callgrind.out.*"))
             instructions = sum(_total(path) for path in dumps)

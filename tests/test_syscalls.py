@@ -1,10 +1,13 @@
-"""syscalls.read/write (``_sysio`` where built): the same results and errors as os.read/os.write."""
+"""syscalls (``_sysio`` where built): read/write with the results and errors of os.read/os.write;
+recvfrom_raw/sendto_raw with those of socket.recvfrom/sendto, the peer kept as sockaddr bytes."""
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
+import struct
 from typing import Any, Callable
 
 import pytest
@@ -22,6 +25,13 @@ def test_syscalls_are_the_helper_where_it_is_built_and_the_os_module_otherwise()
         assert (syscalls.read, syscalls.write) == (os.read, os.write)
     else:
         assert (syscalls.read, syscalls.write) == (_sysio.read, _sysio.write)
+
+
+def test_raw_datagram_calls_exist_only_with_the_helper() -> None:
+    if _compiled.disabled() or _sysio is None:
+        assert syscalls.recvfrom_raw is None and syscalls.sendto_raw is None
+    else:
+        assert (syscalls.recvfrom_raw, syscalls.sendto_raw) == (_sysio.recvfrom, _sysio.sendto)
 
 
 IMPLEMENTATIONS = [pytest.param((os.read, os.write), id="os")]
@@ -83,3 +93,98 @@ def test_errors_match_the_os_module(impl: Any, pair: Any) -> None:
     assert outcome(lambda: read(-1, 1)) == outcome(lambda: os.read(-1, 1)) == (OSError, errno.EBADF)
     assert outcome(lambda: write(-1, b"x")) == outcome(lambda: os.write(-1, b"x")) == (OSError, errno.EBADF)
     assert outcome(lambda: read(a.fileno(), "1"))[0] is outcome(lambda: os.read(a.fileno(), "1"))[0] is TypeError
+
+
+# -- datagrams ---------------------------------------------------------------------------------
+
+def sockaddr_in(host: str, port: int) -> bytes:
+    # struct sockaddr_in: family (host order), port (network order), address, 8 bytes of zeros.
+    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
+
+
+def sockaddr_in6(host: str, port: int, flowinfo: int, scope_id: int) -> bytes:
+    return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, flowinfo)
+            + socket.inet_pton(socket.AF_INET6, host) + struct.pack("=I", scope_id))
+
+
+def test_sockaddr_to_addr_gives_what_socket_recvfrom_gives() -> None:
+    assert syscalls.sockaddr_to_addr(sockaddr_in("127.0.0.1", 5353)) == ("127.0.0.1", 5353)
+    assert syscalls.sockaddr_to_addr(sockaddr_in6("fe80::1", 65535, 0x12345, 7)) == ("fe80::1", 65535, 0x12345, 7)
+    assert syscalls.sockaddr_to_addr(("10.0.0.1", 1)) == ("10.0.0.1", 1)  # a tuple passes through
+    with pytest.raises(ValueError, match="family"):
+        syscalls.sockaddr_to_addr(struct.pack("=H", socket.AF_UNIX) + b"/tmp/x")
+    with pytest.raises(ValueError, match="3 bytes"):
+        syscalls.sockaddr_to_addr(sockaddr_in("127.0.0.1", 1)[:3])
+
+
+needs_sysio = pytest.mark.skipif(_sysio is None, reason="_sysio is part of the compiled build; "
+                                                        "pure Python uses socket.recvfrom/sendto")
+FAMILIES = [pytest.param((socket.AF_INET, "127.0.0.1"), id="ipv4"),
+            pytest.param((socket.AF_INET6, "::1"), id="ipv6")]
+
+
+@pytest.fixture(params=FAMILIES)
+def datagram_pair(request: Any) -> Any:
+    family, host = request.param
+    try:
+        server = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        pytest.skip(f"no {host} sockets here: {exc}")
+    client = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        server.bind((host, 0))
+        client.bind((host, 0))
+    except OSError as exc:
+        server.close()
+        client.close()
+        pytest.skip(f"cannot bind {host}: {exc}")
+    server.setblocking(False)
+    client.settimeout(5)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def receive(sock: socket.socket, recv: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """recv() once a datagram is there (the sockets are non-blocking)."""
+    assert select.select([sock], [], [], timeout)[0], "no datagram within the timeout"
+    return recv()
+
+
+@needs_sysio
+def test_recvfrom_raw_matches_socket_recvfrom_and_replies_by_sendto_raw(datagram_pair: Any) -> None:
+    server, client = datagram_pair
+    fd = server.fileno()
+    assert outcome(lambda: _sysio.recvfrom(fd, 65536)) == (BlockingIOError, errno.EAGAIN)
+    for size in (0, 1, 64, 65507):
+        payload = os.urandom(size)
+        client.sendto(payload, server.getsockname())
+        data, raw = receive(server, lambda: _sysio.recvfrom(fd, 65536))
+        assert data == payload and raw.__class__ is bytes
+        client.sendto(b"again", server.getsockname())
+        assert receive(server, lambda: server.recvfrom(65536)) == (b"again", syscalls.sockaddr_to_addr(raw))
+        assert syscalls.sockaddr_to_addr(raw) == client.getsockname()
+        assert _sysio.sendto(fd, memoryview(payload), raw) == size
+        assert client.recvfrom(65536) == (payload, server.getsockname())
+    client.sendto(b"0123456789", server.getsockname())
+    assert receive(server, lambda: _sysio.recvfrom(fd, 4))[0] == b"0123"  # as recvfrom: the rest is gone
+
+
+@needs_sysio
+def test_raw_datagram_calls_refuse_bad_arguments_as_socket_calls_do(datagram_pair: Any) -> None:
+    server, _ = datagram_pair
+    fd = server.fileno()
+    with pytest.raises(ValueError, match="65536"):
+        _sysio.recvfrom(fd, 65537)
+    with pytest.raises(ValueError):
+        _sysio.recvfrom(fd, -1)
+    with pytest.raises(TypeError, match="sockaddr"):
+        _sysio.sendto(fd, b"x", ("127.0.0.1", 9))
+    with pytest.raises(TypeError, match="sockaddr"):
+        _sysio.sendto(fd, b"x", b"\x02")
+    with pytest.raises(TypeError):
+        _sysio.sendto(fd, "text", sockaddr_in("127.0.0.1", 9))
+    bad = os.open(os.devnull, os.O_RDONLY)
+    os.close(bad)
+    assert outcome(lambda: _sysio.recvfrom(bad, 10)) == (OSError, errno.EBADF)
+    assert outcome(lambda: _sysio.sendto(bad, b"x", sockaddr_in("127.0.0.1", 9))) == (OSError, errno.EBADF)

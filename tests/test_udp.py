@@ -6,11 +6,12 @@ queue is driven here by a socket that answers EAGAIN on demand.
 
 from __future__ import annotations
 
-import logging
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable, Iterator
+
+import pytest
 
 import gnetpy
+from gnetpy.eventloop import EventLoop
 from gnetpy.udp import DatagramSocket
 
 
@@ -35,17 +36,40 @@ class FullSocket:
         return len(data)
 
 
-def datagram_socket(room: int, max_queued: int) -> tuple[DatagramSocket, FullSocket, list[Any]]:
-    interest: list[Any] = []
-    loop = SimpleNamespace(_handler=gnetpy.EventHandler(), call_later=lambda d, f: None, _edge_triggered=False,
-                           _poller=SimpleNamespace(modify=lambda fd, ev: interest.append(ev)),
-                           _logger=logging.getLogger("gnetpy.test-udp"))
-    opts = gnetpy.Options(max_udp_queued=max_queued, udp_session_timeout=0)
-    sock = FullSocket(room)
-    return DatagramSocket(loop, sock, opts), sock, interest  # type: ignore[arg-type]
+class RecordingPoller:
+    """Stands in for the loop's poller: records each interest change."""
+
+    def __init__(self) -> None:
+        self.interest: list[int] = []
+
+    def modify(self, fd: int, events: int) -> None:
+        self.interest.append(events)
 
 
-def test_a_refused_send_queues_the_whole_datagram_and_asks_for_writability() -> None:
+@pytest.fixture
+def datagram_socket() -> Iterator[Callable[[int, int], tuple[DatagramSocket, FullSocket, list[int]]]]:
+    """A DatagramSocket on a real event loop that never runs (its poller swapped for a recorder).
+
+    A real EventLoop, not a stand-in: in the compiled build udp.py checks the loop's type.
+    """
+    loops: list[tuple[EventLoop, Any]] = []
+
+    def make(room: int, max_queued: int) -> tuple[DatagramSocket, FullSocket, list[int]]:
+        opts = gnetpy.Options(max_udp_queued=max_queued, udp_session_timeout=0)
+        loop = EventLoop(0, opts, gnetpy.EventHandler(), lambda *_: None)
+        loops.append((loop, loop._poller))
+        recorder = RecordingPoller()
+        loop._poller = recorder  # type: ignore[assignment]
+        sock = FullSocket(room)
+        return DatagramSocket(loop, sock, opts), sock, recorder.interest  # type: ignore[arg-type]
+
+    yield make
+    for loop, poller in loops:
+        poller.close()
+        loop._waker.close()
+
+
+def test_a_refused_send_queues_the_whole_datagram_and_asks_for_writability(datagram_socket: Any) -> None:
     udp, sock, interest = datagram_socket(room=2, max_queued=10_000)
     for i in range(5):
         assert udp.send(bytes([i]) * 1000, ("127.0.0.1", 1)) == 1000
@@ -58,7 +82,7 @@ def test_a_refused_send_queues_the_whole_datagram_and_asks_for_writability() -> 
     assert udp._queued == 0 and interest[-1] == gnetpy.poller.IN  # writability no longer wanted
 
 
-def test_beyond_max_udp_queued_datagrams_are_dropped_and_counted_never_split() -> None:
+def test_beyond_max_udp_queued_datagrams_are_dropped_and_counted_never_split(datagram_socket: Any) -> None:
     udp, sock, _ = datagram_socket(room=0, max_queued=2500)
     results = [udp.send(b"x" * 1000, ("127.0.0.1", 1)) for _ in range(5)]
     assert results == [1000, 1000, 0, 0, 0]
@@ -68,7 +92,7 @@ def test_beyond_max_udp_queued_datagrams_are_dropped_and_counted_never_split() -
     assert [len(d) for d, _ in sock.sent] == [1000, 1000]
 
 
-def test_while_something_is_queued_new_datagrams_wait_their_turn() -> None:
+def test_while_something_is_queued_new_datagrams_wait_their_turn(datagram_socket: Any) -> None:
     udp, sock, _ = datagram_socket(room=0, max_queued=10_000)
     udp.send(b"first", ("127.0.0.1", 1))
     sock.room = 10

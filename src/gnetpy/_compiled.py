@@ -28,7 +28,7 @@ from typing import Literal, Mapping, Sequence
 # and W10 ran at 6.50 user µs/msg compiled against 4.90 pure (4.60 with tls compiled).
 # udp's DatagramConn pays the same (W7: 1.86 compiled, 1.70 pure), but compiling udp
 # needs weak references to its native classes first (DatagramListener): not done yet.
-COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls")
+COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
 # of non-blocking sockets that keep the GIL.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)

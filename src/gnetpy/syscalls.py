@@ -6,15 +6,44 @@ variable) costs about a sixth of a small message.  Without the build, or with
 GNETPY_NO_EXTENSIONS=1, they are ``os.read`` and ``os.write``: the same results and errors.
 Only for descriptors that are non-blocking: a blocking call holding the GIL would stop
 every other thread.
+
+Datagrams: ``recvfrom_raw``/``sendto_raw`` (compiled only, else None) keep the peer as the
+kernel's ``struct sockaddr`` in bytes, where ``socket.recvfrom``/``sendto`` format and parse
+a ``(host, port)`` tuple per datagram; ``sockaddr_to_addr`` makes that tuple when it is
+wanted (once per peer, udp.py).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from typing import Any, Callable, Optional
 
+recvfrom_raw: Optional[Callable[[int, int], tuple[bytes, bytes]]]
+sendto_raw: Optional[Callable[[int, Any, bytes], int]]
 try:
     from ._sysio import read, write
+    from ._sysio import recvfrom as recvfrom_raw
+    from ._sysio import sendto as sendto_raw
 except ImportError:  # pure Python
     read, write = os.read, os.write
+    recvfrom_raw = sendto_raw = None
 
-__all__ = ["read", "write"]
+
+def sockaddr_to_addr(peer: Any) -> Any:
+    """A peer as ``socket.recvfrom`` gives it: ``(host, port)`` for IPv4, ``(host, port,
+    flowinfo, scope_id)`` for IPv6, from ``recvfrom_raw``'s bytes; anything else is returned as is."""
+    if peer.__class__ is not bytes:
+        return peer
+    family = int.from_bytes(peer[:2], sys.byteorder)  # sa_family_t: host order; the port: network order
+    port = int.from_bytes(peer[2:4], "big")
+    if family == socket.AF_INET and len(peer) >= 8:
+        return (socket.inet_ntop(socket.AF_INET, peer[4:8]), port)
+    if family == socket.AF_INET6 and len(peer) >= 28:
+        return (socket.inet_ntop(socket.AF_INET6, peer[8:24]), port, int.from_bytes(peer[4:8], "big"),
+                int.from_bytes(peer[24:28], sys.byteorder))
+    raise ValueError(f"a sockaddr of family {family} ({len(peer)} bytes): not IPv4 or IPv6")
+
+
+__all__ = ["read", "recvfrom_raw", "sendto_raw", "sockaddr_to_addr", "write"]

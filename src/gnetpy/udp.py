@@ -42,7 +42,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import inherit
+from . import inherit, syscalls
 from .address import Address, AddrInfo, format_addr, is_ip_literal, parse_address
 from .buffer import NOTHING
 from .conn import Callback, Conn
@@ -144,6 +144,15 @@ class DatagramSocket:
         self.fd = sock.fileno()
         self.local = format_addr(sock.getsockname())
         self._handler = loop._handler
+        # How datagrams are received: compiled, the peer comes as its sockaddr bytes, the key of
+        # its session and where replies go, with no address formatted or parsed per datagram
+        # (syscalls.py); pure Python, as the socket's (host, port) tuple.  Either way one call,
+        # receive(source, size), in the hot loop.
+        if syscalls.recvfrom_raw is not None:
+            self._receive: Any = syscalls.recvfrom_raw
+            self._source: Any = self.fd
+        else:
+            self._receive, self._source = socket.socket.recvfrom, sock
         self._sessions: dict[Any, DatagramConn] = {}
         self._max_sessions = opts.max_udp_sessions
         self._wheel = (IdleWheel(opts.udp_session_timeout, loop.call_later, self._expire)
@@ -166,14 +175,14 @@ class DatagramSocket:
             self._flush()
         if not events & IN:
             return
-        recvfrom = self.sock.recvfrom
+        receive, source = self._receive, self._source
         sessions = self._sessions
         on_traffic = self.loop._on_traffic
         wheel = self._wheel
         now = time.monotonic() if wheel is not None else 0.0
         for _ in range(READ_BATCH):
             try:
-                data, peer = recvfrom(READ_SIZE)
+                data, peer = receive(source, READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # an ICMP error for an earlier send (ECONNREFUSED...): not ours to stop on
@@ -287,7 +296,7 @@ class DatagramSocket:
         size = len(data) if data.__class__ is bytes else memoryview(data).nbytes
         if not self._queue:
             try:
-                return self.sock.sendto(data, peer)
+                return self._sendto(data, peer)
             except (BlockingIOError, InterruptedError):
                 pass
         if self._queued + size > self._max_queued:
@@ -300,12 +309,17 @@ class DatagramSocket:
             self.loop._poller.modify(self.fd, IN | OUT) if not self.loop._edge_triggered else None
         return size
 
+    def _sendto(self, data: Any, peer: Any) -> int:
+        if peer.__class__ is bytes:  # a sender's sockaddr, as recvfrom_raw gave it: a reply
+            return syscalls.sendto_raw(self.fd, data, peer)  # type: ignore[misc]
+        return self.sock.sendto(data, peer)  # a tuple: the socket's own recvfrom, or send_to
+
     def _flush(self) -> None:
         queue = self._queue
         while queue:
             data, peer = queue[0]
             try:
-                self.sock.sendto(data, peer)
+                self._sendto(data, peer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -323,7 +337,7 @@ class DatagramConn(Conn):
     __slots__ = ("_udp", "_peer", "_session")
 
     def __init__(self, udp: DatagramSocket, peer: Any) -> None:
-        Conn.__init__(self, udp.loop, udp.sock, format_addr(peer), READ_SIZE)
+        Conn.__init__(self, udp.loop, udp.sock, format_addr(syscalls.sockaddr_to_addr(peer)), READ_SIZE)
         self._udp = udp
         self._peer = peer
         self._session = False
