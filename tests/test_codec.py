@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gnetpy.buffer import InboundBuffer
 from gnetpy.codec import (
     DEFAULT_MAX_FRAME_LENGTH,
     BuiltInFrameCodec,
@@ -37,6 +38,11 @@ class FakeConn:
     def __init__(self, data: bytes = b"") -> None:
         self._buf = bytearray(data)
         self._codec_state: Any = None
+        self._pos = 0  # decoders read _src[_pos:] in place; here everything buffered is _buf
+
+    @property
+    def _src(self) -> bytearray:
+        return self._buf
 
     def feed(self, data: bytes) -> None:
         self._buf += data  # BufferError if a codec leaked a peek() view
@@ -475,11 +481,36 @@ def feed_and_decode(codec: FrameCodec, pieces: list[bytes]) -> tuple[list[bytes]
     return out, c
 
 
+class BufferedConn(InboundBuffer):
+    """A Conn's inbound side: the real buffer, and the slot codecs keep their state in."""
+
+    __slots__ = ("_codec_state",)
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self._codec_state: Any = None
+
+
+def feed_and_decode_in_place(codec: FrameCodec, pieces: list[bytes]) -> tuple[list[bytes], BufferedConn]:
+    """As the event loop delivers: each piece received after the leftover, decoded, what is left
+    kept -- so decoders read at offsets past 0, in a fresh read (bytes) and in a leftover (bytearray)."""
+    buf = BufferedConn()
+    out: list[bytes] = []
+    for piece in pieces:
+        buf._receive(piece)
+        out.extend(codec.frames(buf))
+        buf._settle()
+    return out, buf
+
+
 def roundtrip(codec: FrameCodec, payloads: list[bytes], data: st.DataObject) -> None:
     wire = b"".join(codec.encode(p) for p in payloads)
-    frames, c = feed_and_decode(codec, data.draw(split(wire)))
+    pieces = data.draw(split(wire))
+    frames, c = feed_and_decode(codec, pieces)
     assert frames == payloads
     assert c.inbound_buffered == 0 and not c._codec_state
+    frames, buf = feed_and_decode_in_place(codec, pieces)
+    assert frames == payloads and buf.inbound_buffered == 0
 
 
 @PROPERTY
@@ -587,7 +618,6 @@ def test_garbage_raises_only_codec_errors(codec: FrameCodec, garbage: bytes, dat
 def test_length_field_strip_on_both_sides_of_the_copy_threshold(body: int) -> None:
     # decode strips a short frame's header by slicing, a long one's with discard():
     # the same frames either way, from a real InboundBuffer and from the fake conn.
-    from gnetpy.buffer import InboundBuffer
     from gnetpy.codec import _COPY_TO_STRIP
 
     codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4)
