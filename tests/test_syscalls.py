@@ -6,8 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import socket
 import struct
+import threading
+import time
 from typing import Any, Callable
 
 import pytest
@@ -188,3 +191,81 @@ def test_raw_datagram_calls_refuse_bad_arguments_as_socket_calls_do(datagram_pai
     os.close(bad)
     assert outcome(lambda: _sysio.recvfrom(bad, 10)) == (OSError, errno.EBADF)
     assert outcome(lambda: _sysio.sendto(bad, b"x", sockaddr_in("127.0.0.1", 9))) == (OSError, errno.EBADF)
+
+
+# -- epoll_wait ----------------------------------------------------------------------------
+
+@pytest.fixture
+def epoll_pair(pair: Any) -> Any:
+    ep = select.epoll()
+    a, b = pair
+    ep.register(a.fileno(), select.EPOLLIN)
+    yield ep, a, b
+    ep.close()
+
+
+@needs_sysio
+def test_epoll_wait_gives_what_epoll_poll_gives(epoll_pair: Any) -> None:
+    ep, a, b = epoll_pair
+    fd = ep.fileno()
+    assert _sysio.epoll_wait(fd, 0, 8) == ep.poll(0, 8) == []
+    started = time.monotonic()
+    assert _sysio.epoll_wait(fd, 0.05, 8) == []  # waited for the timeout (rounded up to ms)
+    assert time.monotonic() - started >= 0.045
+    b.send(b"x")
+    assert _sysio.epoll_wait(fd, -1, 8) == ep.poll(-1, 8) == [(a.fileno(), select.EPOLLIN)]
+    ep.register(b.fileno(), select.EPOLLOUT)
+    assert len(_sysio.epoll_wait(fd, 0, 1)) == 1  # maxevents bounds one call and len(_sysio.epoll_wait(fd, 0, 8)) == 2
+    assert len(_sysio.epoll_wait(fd, 0, 1000)) == 2  # more room than the stack holds: allocated
+    with pytest.raises(ValueError, match="maxevents"):
+        _sysio.epoll_wait(fd, 0, 0)
+    bad = os.open(os.devnull, os.O_RDONLY)
+    os.close(bad)
+    assert outcome(lambda: _sysio.epoll_wait(bad, 0, 8)) == (OSError, errno.EBADF)
+
+
+@needs_sysio
+def test_epoll_wait_releases_the_gil_while_it_waits(epoll_pair: Any) -> None:
+    ep, a, b = epoll_pair
+    sender = threading.Timer(0.05, b.send, (b"x",))  # a Python thread: it needs the GIL to send
+    sender.start()
+    try:
+        assert _sysio.epoll_wait(ep.fileno(), 10, 8) == [(a.fileno(), select.EPOLLIN)]
+    finally:
+        sender.join(10)
+
+
+@needs_sysio
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_epoll_wait_runs_signal_handlers_and_goes_on_waiting_or_raises(epoll_pair: Any) -> None:
+    ep, _, _ = epoll_pair
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: calls.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        started = time.monotonic()
+        assert _sysio.epoll_wait(ep.fileno(), 0.15, 8) == []  # EINTR at 20 ms: handler, then the rest
+        assert calls == [1] and time.monotonic() - started >= 0.14
+
+        def stop(*_: Any) -> None:
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(KeyboardInterrupt):
+            _sysio.epoll_wait(ep.fileno(), 5, 8)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_epoll_poller_waits_with_the_helper_where_it_is_built() -> None:
+    from gnetpy.poller import EpollPoller
+    poller = EpollPoller()
+    try:
+        if syscalls.epoll_wait is None:
+            assert poller.poll == poller._ep.poll
+        else:
+            assert poller.poll.func is syscalls.epoll_wait  # type: ignore[attr-defined]
+            assert poller.poll.args == (poller._ep.fileno(),)  # type: ignore[attr-defined]
+    finally:
+        poller.close()

@@ -18,13 +18,25 @@
 #include <Python.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 
-/* Where recvfrom receives: every datagram is copied out into a bytes of its own size, so
-   the 64 KiB a datagram may need are not allocated (and shrunk) per datagram.  One buffer
-   serves every call: the GIL is held from the system call to the copy. */
-static char datagram[65536];
+/* Where read and recvfrom receive: what arrived is copied out into a bytes of its own
+   size, so the buffer a read may need (64 KiB for a datagram) is not allocated and shrunk
+   per call.  One buffer serves every call: the GIL is held from the system call to the copy. */
+static char received[65536];
+#define SMALL_READ_MAX 1024
+
+/* After a failed system call: 0 to try again (EINTR, and the signal handlers ran
+   without raising, as PEP 475 asks), or -1 with the exception set. */
+static int failed(void) {
+    if (errno == EINTR) return PyErr_CheckSignals();
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
 
 /* A descriptor as os.read takes it: any C int (a bad one is EBADF from the call). */
 static int as_fd(PyObject *o) {
@@ -41,6 +53,17 @@ static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 0) { errno = EINVAL; return PyErr_SetFromErrno(PyExc_OSError); }
+    if (n <= SMALL_READ_MAX) {
+        /* A small read (buffer.py's SMALL_READ): into the shared buffer, then a bytes of the
+           size read -- one exact allocation instead of n bytes allocated and then shrunk,
+           which for CPython's small objects is a second allocation and a copy.  Larger reads
+           go straight into their bytes: copying them again would cost more than the shrink. */
+        ssize_t r;
+        while ((r = read(fd, received, (size_t)n)) < 0) {
+            if (failed() != 0) return NULL;
+        }
+        return PyBytes_FromStringAndSize(received, r);
+    }
     PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
     if (buf == NULL) return NULL;
     ssize_t r;
@@ -63,9 +86,15 @@ static PyObject *sysio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "write(fd, data)"); return NULL; }
     int fd = as_fd(args[0]);
     if (fd == -1 && PyErr_Occurred()) return NULL;
+    ssize_t r;
+    if (PyBytes_CheckExact(args[1])) {  /* what handlers write most: no buffer to export and release */
+        while ((r = write(fd, PyBytes_AS_STRING(args[1]), (size_t)PyBytes_GET_SIZE(args[1]))) < 0) {
+            if (failed() != 0) return NULL;
+        }
+        return PyLong_FromSsize_t(r);
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
-    ssize_t r;
     for (;;) {
         r = write(fd, view.buf, (size_t)view.len);
         if (r >= 0) break;
@@ -80,22 +109,14 @@ static PyObject *sysio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromSsize_t(r);
 }
 
-/* After a failed recvfrom or sendto: 0 to try again (EINTR, and the signal handlers ran
-   without raising, as PEP 475 asks), or -1 with the exception set. */
-static int failed(void) {
-    if (errno == EINTR) return PyErr_CheckSignals();
-    PyErr_SetFromErrno(PyExc_OSError);
-    return -1;
-}
-
 static PyObject *sysio_recvfrom(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "recvfrom(fd, n)"); return NULL; }
     int fd = as_fd(args[0]);
     if (fd == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 0 || n > (Py_ssize_t)sizeof(datagram)) {
-        PyErr_Format(PyExc_ValueError, "recvfrom: n=%zd; 0 to %zu", n, sizeof(datagram));
+    if (n < 0 || n > (Py_ssize_t)sizeof(received)) {
+        PyErr_Format(PyExc_ValueError, "recvfrom: n=%zd; 0 to %zu", n, sizeof(received));
         return NULL;
     }
     struct sockaddr_storage from;
@@ -103,12 +124,12 @@ static PyObject *sysio_recvfrom(PyObject *self, PyObject *const *args, Py_ssize_
     ssize_t r;
     for (;;) {
         fromlen = sizeof(from);
-        r = recvfrom(fd, datagram, (size_t)n, 0, (struct sockaddr *)&from, &fromlen);
+        r = recvfrom(fd, received, (size_t)n, 0, (struct sockaddr *)&from, &fromlen);
         if (r >= 0) break;
         if (failed() != 0) return NULL;
     }
     if (fromlen > sizeof(from)) fromlen = sizeof(from);  /* cannot happen for IP: the kernel says what it cut */
-    PyObject *data = PyBytes_FromStringAndSize(datagram, r);
+    PyObject *data = PyBytes_FromStringAndSize(received, r);
     if (data == NULL) return NULL;
     PyObject *addr = PyBytes_FromStringAndSize((const char *)&from, (Py_ssize_t)fromlen);
     if (addr == NULL) { Py_DECREF(data); return NULL; }
@@ -144,6 +165,88 @@ static PyObject *sysio_sendto(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromSsize_t(r);
 }
 
+/* epoll_wait(epfd, timeout, maxevents) -> [(fd, events), ...]: select.epoll.poll's results
+   and errors (timeout in seconds, negative to wait forever, rounded up to milliseconds;
+   EINTR retried with what is left of it).  Two differences, both about cost: the list is
+   built with PyTuple_New and PyLong_FromLong rather than Py_BuildValue (a format string
+   parsed per event), and it first asks without waiting, holding the GIL -- under load
+   something is always ready and the GIL hand-off is saved; only when nothing is ready
+   does it wait, with the GIL released, as select.epoll.poll always does. */
+#define EVENTS_ON_STACK 256
+
+static PyObject *ready_list(const struct epoll_event *events, int n) {
+    PyObject *list = PyList_New(n);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_New(2);
+        PyObject *fd = PyLong_FromLong(events[i].data.fd);
+        PyObject *mask = PyLong_FromUnsignedLong(events[i].events);
+        if (pair == NULL || fd == NULL || mask == NULL) {
+            Py_XDECREF(pair); Py_XDECREF(fd); Py_XDECREF(mask); Py_DECREF(list);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, fd);
+        PyTuple_SET_ITEM(pair, 1, mask);
+        PyList_SET_ITEM(list, i, pair);
+    }
+    return list;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits with the GIL released; EINTR: the signal handlers run, then it waits for what is left. */
+static int wait_released(int epfd, struct epoll_event *events, int maxevents, int ms) {
+    long long deadline = ms > 0 ? now_ms() + ms : 0;
+    for (;;) {
+        int n;
+        Py_BEGIN_ALLOW_THREADS
+        n = epoll_wait(epfd, events, maxevents, ms);
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || errno != EINTR) return n;
+        if (PyErr_CheckSignals()) return -2;
+        if (ms > 0) {
+            long long left = deadline - now_ms();
+            ms = left > 0 ? (int)left : 0;
+        }
+    }
+}
+
+static PyObject *sysio_epoll_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "epoll_wait(epfd, timeout, maxevents)"); return NULL; }
+    int epfd = as_fd(args[0]);
+    if (epfd == -1 && PyErr_Occurred()) return NULL;
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (timeout == -1.0 && PyErr_Occurred()) return NULL;
+    long maxevents = PyLong_AsLong(args[2]);
+    if (maxevents == -1 && PyErr_Occurred()) return NULL;
+    if (maxevents <= 0 || maxevents > INT_MAX / (long)sizeof(struct epoll_event)) {
+        PyErr_Format(PyExc_ValueError, "maxevents must be greater than 0, got %ld", maxevents);
+        return NULL;
+    }
+    int ms;
+    if (timeout < 0) ms = -1;
+    else if (timeout * 1e3 >= (double)INT_MAX) ms = INT_MAX;
+    else ms = (int)ceil(timeout * 1e3);
+    struct epoll_event on_stack[EVENTS_ON_STACK];
+    struct epoll_event *events = on_stack;
+    if (maxevents > EVENTS_ON_STACK) {  /* the GIL is released while waiting: no shared buffer */
+        events = PyMem_Malloc((size_t)maxevents * sizeof(struct epoll_event));
+        if (events == NULL) return PyErr_NoMemory();
+    }
+    int n = epoll_wait(epfd, events, (int)maxevents, 0);
+    if (n == 0 && ms != 0) n = wait_released(epfd, events, (int)maxevents, ms);
+    else if (n < 0 && errno == EINTR) n = PyErr_CheckSignals() ? -2 : 0;
+    PyObject *result = NULL;
+    if (n >= 0) result = ready_list(events, n);
+    else if (n == -1) PyErr_SetFromErrno(PyExc_OSError);
+    if (events != on_stack) PyMem_Free(events);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"read", (PyCFunction)(void (*)(void))sysio_read, METH_FASTCALL, "os.read without releasing the GIL"},
     {"write", (PyCFunction)(void (*)(void))sysio_write, METH_FASTCALL, "os.write without releasing the GIL"},
@@ -151,6 +254,9 @@ static PyMethodDef methods[] = {
      "recvfrom(fd, n) -> (data, sockaddr bytes), without releasing the GIL; n <= 65536"},
     {"sendto", (PyCFunction)(void (*)(void))sysio_sendto, METH_FASTCALL,
      "sendto(fd, data, sockaddr bytes from recvfrom) -> int, without releasing the GIL"},
+    {"epoll_wait", (PyCFunction)(void (*)(void))sysio_epoll_wait, METH_FASTCALL,
+     "epoll_wait(epfd, timeout, maxevents) -> [(fd, events)]: select.epoll.poll, the GIL kept "
+     "while something is ready"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -288,7 +288,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 timeout = timers.timeout(monotonic())
             else:
                 timeout = -1.0
-            events = poll(timeout, maxevents)
+            events: list[tuple[Any, int]] = poll(timeout, maxevents)
             if idle:
                 now = self._now = monotonic()
             for fd, ev in events:

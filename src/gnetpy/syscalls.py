@@ -11,6 +11,10 @@ Datagrams: ``recvfrom_raw``/``sendto_raw`` (compiled only, else None) keep the p
 kernel's ``struct sockaddr`` in bytes, where ``socket.recvfrom``/``sendto`` format and parse
 a ``(host, port)`` tuple per datagram; ``sockaddr_to_addr`` makes that tuple when it is
 wanted (once per peer, udp.py).
+
+``epoll_wait`` (compiled only, else None) is ``select.epoll.poll`` on the epoll
+descriptor, its result list built without ``Py_BuildValue``, and the GIL kept when
+something is ready at once (it waits, GIL released, only when nothing is): poller/epoll.py.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from typing import Any, Callable, Optional
 
 recvfrom_raw: Optional[Callable[[int, int], tuple[bytes, bytes]]]
 sendto_raw: Optional[Callable[[int, Any, bytes], int]]
+epoll_wait: Optional[Callable[[int, float, int], list[tuple[int, int]]]]
 try:
-    from ._sysio import read, write
+    from ._sysio import epoll_wait, read, write
     from ._sysio import recvfrom as recvfrom_raw
     from ._sysio import sendto as sendto_raw
 except ImportError:  # pure Python
     read, write = os.read, os.write
-    recvfrom_raw = sendto_raw = None
+    recvfrom_raw = sendto_raw = epoll_wait = None
 
 
 def sockaddr_to_addr(peer: Any) -> Any:
@@ -46,4 +51,4 @@ def sockaddr_to_addr(peer: Any) -> Any:
     raise ValueError(f"a sockaddr of family {family} ({len(peer)} bytes): not IPv4 or IPv6")
 
 
-__all__ = ["read", "recvfrom_raw", "sendto_raw", "sockaddr_to_addr", "write"]
+__all__ = ["epoll_wait", "read", "recvfrom_raw", "sendto_raw", "sockaddr_to_addr", "write"]

@@ -12,8 +12,11 @@ Listeners and the wake-up descriptor are always level-triggered.
 
 from __future__ import annotations
 
+import functools
 import select
 from typing import Callable
+
+from .. import syscalls
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -28,8 +31,13 @@ class EpollPoller:
     def __init__(self, edge_triggered: bool = False) -> None:
         self._ep = select.epoll()
         self.edge_triggered = edge_triggered
-        # The epoll object's own method, bound once: the event loop calls it every iteration.
-        self.poll = self._ep.poll
+        # Bound once: the event loop calls it every iteration.  The compiled build's
+        # epoll_wait on the same descriptor where there is one (syscalls.py), else the
+        # epoll object's own method: the same results.
+        if syscalls.epoll_wait is not None:
+            self.poll = functools.partial(syscalls.epoll_wait, self._ep.fileno())
+        else:
+            self.poll = self._ep.poll
 
     def register(self, fd: int, events: int) -> None:
         self._ep.register(fd, _IN | _OUT | _ET if self.edge_triggered else events)
