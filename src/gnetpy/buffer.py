@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 
 from .errors import ShortBufferError
 
@@ -72,7 +72,7 @@ except ImportError:  # pragma: no cover
 
 # ``_src`` when nothing is buffered.  Public to the package: the loop's
 # inlined fast path tests for it by identity.
-NOTHING = b""
+NOTHING: Final = b""
 # The largest bytes payload CPython's small-object allocator serves (512-byte blocks).
 SMALL_READ = 512 - sys.getsizeof(b"")
 SHRINK_AFTER = 4
@@ -109,7 +109,7 @@ class InboundBuffer:
         """Consume and return ``n`` bytes (all with -1); ``ShortBufferError`` if fewer are buffered."""
         src = self._src
         if n < 0:
-            if src.__class__ is bytes and not self._pos:
+            if type(src) is bytes and not self._pos:
                 self._src = NOTHING  # the whole read, handed over as it is
                 return src  # type: ignore[no-any-return]
             pos = self._pos
@@ -119,7 +119,7 @@ class InboundBuffer:
             end = pos + n
             if end > len(src):
                 raise ShortBufferError(f"next({n}): only {len(src) - pos} bytes buffered")
-        chunk = src[pos:end] if src.__class__ is bytes else bytes(memoryview(src)[pos:end])
+        chunk = src[pos:end] if type(src) is bytes else bytes(memoryview(src)[pos:end])
         # _consumed(src, end), inlined: next(n) runs once per frame in framed protocols.
         if end < len(src):
             self._pos = end
@@ -186,7 +186,7 @@ class InboundBuffer:
             self._src = NOTHING
             self._pos = 0
             return 0
-        if src.__class__ is bytes:
+        if type(src) is bytes:
             # A fresh read, partly consumed: copy the rest, let the read go.
             self._src = bytearray(memoryview(src)[pos:])
         elif pos:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional
 
 from . import sockopts, syscalls
 from .address import AddrInfo, format_addr
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 Callback = Optional[Callable[["Conn", Optional[BaseException]], Any]]
 
 _NOTHING_QUEUED: Any = ()
-_write = syscalls.write  # a non-blocking socket: no GIL hand-off where _sysio is built
+_write: Final = syscalls.write  # a non-blocking socket: no GIL hand-off where _sysio is built
 # Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from . import inherit, syscalls, tls
 from .acceptor import Acceptor
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 _get_ident = threading.get_ident
 # epoll's event list starts small (Python allocates it on every call) and
 # doubles, up to this, whenever a poll comes back full.
-_MAX_EVENTS_CAP = 8192
+_MAX_EVENTS_CAP: Final = 8192
 
 
 class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):

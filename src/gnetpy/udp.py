@@ -40,7 +40,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Final, Iterable
 
 from . import inherit, syscalls
 from .address import Address, AddrInfo, format_addr, is_ip_literal, parse_address
@@ -60,9 +60,9 @@ if TYPE_CHECKING:
 
 # Datagrams read per readiness event: a flood on one socket leaves the loop's
 # other descriptors their turn.
-READ_BATCH = 64
+READ_BATCH: Final = 64
 # Bigger than any UDP payload: no datagram is ever cut.
-READ_SIZE = 65536
+READ_SIZE: Final = 65536
 
 
 class DatagramListener(BoundSocket):
