@@ -22,15 +22,15 @@ from types import ModuleType
 from typing import Literal, Mapping, Sequence
 
 # The hot path of every message (the loop, the connection and its buffers, opening and
-# closing) and TLS: what mypyc compiles.  Modules outside this list stay interpreted.
-# tls is here because TlsConn subclasses the compiled Conn: left interpreted, its every
-# read of a Conn slot goes through a getset descriptor that CPython does not specialise,
-# and W10 ran at 6.50 user µs/msg compiled against 4.90 pure (4.60 with tls compiled).
-# udp's DatagramConn pays the same (W7: 1.86 compiled, 1.70 pure), but compiling udp
-# needs weak references to its native classes first (DatagramListener): not done yet.
+# closing), TLS and UDP: what mypyc compiles.  Modules outside this list stay interpreted.
+# tls and udp are here because TlsConn and DatagramConn subclass the compiled Conn: left
+# interpreted, their every read of a Conn slot goes through a getset descriptor that CPython
+# does not specialise (W10 ran at 6.50 user µs/msg compiled against 4.90 pure; 4.60 with tls
+# compiled).  codec is not: mypyc's argument checks on entry would replace the constructors'
+# messages that name the argument (docs/architecture.md, "UDP (W7), frames (W8)").
 COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
-# of non-blocking sockets that keep the GIL.  No .py source: the switch hides it.
+# of non-blocking sockets, and epoll_wait, that keep the GIL.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)
 
 SWITCH = "GNETPY_NO_EXTENSIONS"
