@@ -30,7 +30,7 @@ from typing import Literal, Mapping, Sequence
 # messages that name the argument (docs/architecture.md, "UDP (W7), frames (W8)").
 COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
-# of non-blocking sockets, and epoll_wait, that keep the GIL.  No .py source: the switch hides it.
+# of non-blocking sockets that keep the GIL, and epoll_wait.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)
 
 SWITCH = "GNETPY_NO_EXTENSIONS"

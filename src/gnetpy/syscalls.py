@@ -13,8 +13,8 @@ a ``(host, port)`` tuple per datagram; ``sockaddr_to_addr`` makes that tuple whe
 wanted (once per peer, udp.py).
 
 ``epoll_wait`` (compiled only, else None) is ``select.epoll.poll`` on the epoll
-descriptor, its result list built without ``Py_BuildValue``, and the GIL kept when
-something is ready at once (it waits, GIL released, only when nothing is): poller/epoll.py.
+descriptor, its result list built without ``Py_BuildValue`` (poller/epoll.py).  It
+releases the GIL while it waits, as ``select.epoll.poll`` does.
 """
 
 from __future__ import annotations
