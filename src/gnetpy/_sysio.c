@@ -1,4 +1,5 @@
-/* os.read and os.write for the reactor's non-blocking descriptors, without releasing the GIL.
+/* The reactor's system calls: os.read and os.write for its non-blocking descriptors, without
+   releasing the GIL; recvfrom and sendto likewise; epoll_wait.
 
    os.read/os.write release the GIL around every system call (a mutex and a condition
    variable, ~400 instructions each way: a sixth of a small message's cost, compiled).
@@ -13,7 +14,9 @@
    (host, port) tuple for every datagram (inet_ntop, which formats with sprintf) and
    socket.sendto parses the tuple back (PyArg_ParseTuple, inet_pton): together about 4,000
    of W7's 11,000 instructions per datagram.  The bytes serve as the peer's key and as the
-   reply's destination; udp.py makes the tuple once per peer (syscalls.sockaddr_to_addr). */
+   reply's destination; udp.py makes the tuple once per peer (syscalls.sockaddr_to_addr).
+
+   epoll_wait is select.epoll.poll, GIL release included, with its list built cheaper (below). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
@@ -46,12 +49,20 @@ static int as_fd(PyObject *o) {
     return (int)v;
 }
 
+/* The (fd, n) arguments of read and recvfrom; -1 with the exception set. */
+static int fd_and_size(PyObject *const *args, Py_ssize_t nargs, const char *usage, int *fd, Py_ssize_t *n) {
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, usage); return -1; }
+    *fd = as_fd(args[0]);
+    if (*fd == -1 && PyErr_Occurred()) return -1;
+    *n = PyLong_AsSsize_t(args[1]);
+    if (*n == -1 && PyErr_Occurred()) return -1;
+    return 0;
+}
+
 static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "read(fd, n)"); return NULL; }
-    int fd = as_fd(args[0]);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    int fd;
+    Py_ssize_t n;
+    if (fd_and_size(args, nargs, "read(fd, n)", &fd, &n) < 0) return NULL;
     if (n < 0) { errno = EINVAL; return PyErr_SetFromErrno(PyExc_OSError); }
     if (n <= SMALL_READ_MAX) {
         /* A small read (buffer.py's SMALL_READ): into the shared buffer, then a bytes of the
@@ -110,11 +121,9 @@ static PyObject *sysio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyObject *sysio_recvfrom(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "recvfrom(fd, n)"); return NULL; }
-    int fd = as_fd(args[0]);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred()) return NULL;
+    int fd;
+    Py_ssize_t n;
+    if (fd_and_size(args, nargs, "recvfrom(fd, n)", &fd, &n) < 0) return NULL;
     if (n < 0 || n > (Py_ssize_t)sizeof(received)) {
         PyErr_Format(PyExc_ValueError, "recvfrom: n=%zd; 0 to %zu", n, sizeof(received));
         return NULL;
