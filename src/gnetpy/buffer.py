@@ -71,7 +71,10 @@ except ImportError:  # pragma: no cover
         return lambda cls: cls
 
 # ``_src`` when nothing is buffered.  Public to the package: the loop's
-# inlined fast path tests for it by identity.
+# inlined fast path tests for it by identity.  Final: compiled code (mypyc) reads a
+# Final constant from a C static; any other module-level name it looks up in the
+# module's dict at every use.  (b"" is CPython's one empty bytes: the same object
+# in every module that names it.)
 NOTHING: Final = b""
 # The largest bytes payload CPython's small-object allocator serves (512-byte blocks).
 SMALL_READ = 512 - sys.getsizeof(b"")
@@ -108,6 +111,8 @@ class InboundBuffer:
     def next(self, n: int = -1) -> bytes:
         """Consume and return ``n`` bytes (all with -1); ``ShortBufferError`` if fewer are buffered."""
         src = self._src
+        # type(src) is bytes, not src.__class__: compiled, the first is a pointer
+        # comparison, the second a generic attribute lookup (the same cost interpreted).
         if n < 0:
             if type(src) is bytes and not self._pos:
                 self._src = NOTHING  # the whole read, handed over as it is

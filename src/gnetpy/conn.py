@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 Callback = Optional[Callable[["Conn", Optional[BaseException]], Any]]
 
 _NOTHING_QUEUED: Any = ()
-_write: Final = syscalls.write  # a non-blocking socket: no GIL hand-off where _sysio is built
+# A non-blocking socket: no GIL hand-off where _sysio is built.  Final: a C static when
+# compiled, not a module-dict lookup per write (buffer.NOTHING says more).
+_write: Final = syscalls.write
 # Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()

@@ -288,6 +288,8 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 timeout = timers.timeout(monotonic())
             else:
                 timeout = -1.0
+            # Any: compiled, the fd stays the int object epoll returned -- declared int it
+            # would be unboxed here and boxed again for the conns lookup below.
             events: list[tuple[Any, int]] = poll(timeout, maxevents)
             if idle:
                 now = self._now = monotonic()

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from .options import Options
 
 # Datagrams read per readiness event: a flood on one socket leaves the loop's
-# other descriptors their turn.
+# other descriptors their turn.  (Final: C statics when compiled, see buffer.NOTHING.)
 READ_BATCH: Final = 64
 # Bigger than any UDP payload: no datagram is ever cut.
 READ_SIZE: Final = 65536
