@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from benchmarks.harness import (  # noqa: E402
     WORKLOADS,
     add_baseline_server,
     ensure_built,
+    free_tcp_addr,
     free_udp_addr,
     loadgen_target,
     mode_args,
@@ -53,14 +53,6 @@ WARMUP_S = 2.0
 # The others (idle memory, connection churn, TLS through tlsload) measure something else
 # than instructions per echoed message.
 MODES = ("load", "frames", "udp")
-
-
-def free_addr(udp: bool) -> str:
-    if udp:
-        return free_udp_addr()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def wait_serving(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -88,7 +80,7 @@ def measure(server: str, workload: str, duration: float, env: dict[str, str],
     if wl.mode not in MODES:
         echoes = ", ".join(name for name, w in WORKLOADS.items() if w.mode in MODES)
         raise SystemExit(f"{workload} ({wl.mode}): not an echo of messages; callgrind.py measures {echoes}")
-    addr = free_addr(wl.udp)
+    addr = free_udp_addr() if wl.udp else free_tcp_addr()
     with tempfile.TemporaryDirectory(prefix="gnetpy-cg-") as tmp:
         out_file = os.path.join(tmp, "callgrind.out.%p")
         spec = SERVERS[server]

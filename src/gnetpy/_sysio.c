@@ -78,16 +78,8 @@ static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
     if (buf == NULL) return NULL;
     ssize_t r;
-    for (;;) {
-        r = read(fd, PyBytes_AS_STRING(buf), (size_t)n);
-        if (r >= 0) break;
-        /* errno is saved first: a signal handler run by PyErr_CheckSignals may change it. */
-        int saved = errno;
-        if (saved != EINTR || PyErr_CheckSignals()) {
-            Py_DECREF(buf);
-            if (saved != EINTR) { errno = saved; return PyErr_SetFromErrno(PyExc_OSError); }
-            return NULL;
-        }
+    while ((r = read(fd, PyBytes_AS_STRING(buf), (size_t)n)) < 0) {
+        if (failed() != 0) { Py_DECREF(buf); return NULL; }
     }
     if (r != n && _PyBytes_Resize(&buf, r) < 0) return NULL;
     return buf;
@@ -97,27 +89,18 @@ static PyObject *sysio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "write(fd, data)"); return NULL; }
     int fd = as_fd(args[0]);
     if (fd == -1 && PyErr_Occurred()) return NULL;
-    ssize_t r;
-    if (PyBytes_CheckExact(args[1])) {  /* what handlers write most: no buffer to export and release */
-        while ((r = write(fd, PyBytes_AS_STRING(args[1]), (size_t)PyBytes_GET_SIZE(args[1]))) < 0) {
-            if (failed() != 0) return NULL;
-        }
-        return PyLong_FromSsize_t(r);
-    }
+    /* bytes, what handlers write most: no buffer to export and release. */
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
-    for (;;) {
-        r = write(fd, view.buf, (size_t)view.len);
-        if (r >= 0) break;
-        if (errno != EINTR || PyErr_CheckSignals()) {
-            int saved = errno;
-            PyBuffer_Release(&view);
-            if (saved != EINTR) { errno = saved; return PyErr_SetFromErrno(PyExc_OSError); }
-            return NULL;
-        }
+    int exported = !PyBytes_CheckExact(args[1]);
+    if (exported && PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const char *data = exported ? (const char *)view.buf : PyBytes_AS_STRING(args[1]);
+    size_t len = exported ? (size_t)view.len : (size_t)PyBytes_GET_SIZE(args[1]);
+    ssize_t r;
+    while ((r = write(fd, data, len)) < 0) {
+        if (failed() != 0) break;
     }
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(r);
+    if (exported) PyBuffer_Release(&view);
+    return r < 0 ? NULL : PyLong_FromSsize_t(r);
 }
 
 static PyObject *sysio_recvfrom(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

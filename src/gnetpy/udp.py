@@ -293,7 +293,7 @@ class DatagramSocket:
 
     def send(self, data: Any, peer: Any) -> int:
         """One whole datagram to ``peer``: now, queued, or dropped (counted) beyond max_udp_queued."""
-        size = len(data) if data.__class__ is bytes else memoryview(data).nbytes
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if not self._queue:
             try:
                 return self._sendto(data, peer)
@@ -310,7 +310,7 @@ class DatagramSocket:
         return size
 
     def _sendto(self, data: Any, peer: Any) -> int:
-        if peer.__class__ is bytes:  # a sender's sockaddr, as recvfrom_raw gave it: a reply
+        if type(peer) is bytes:  # a sender's sockaddr, as recvfrom_raw gave it: a reply
             return syscalls.sendto_raw(self.fd, data, peer)  # type: ignore[misc]
         return self.sock.sendto(data, peer)  # a tuple: the socket's own recvfrom, or send_to
 
