@@ -73,7 +73,10 @@ class Proxy(gnetpy.EventHandler):
         if peer is None or peer.closed:
             return None
         peer.write(c.next())
-        if peer.outbound_buffered >= HIGH_WATER:
+        # The engine's own rule for "past the high-water mark" (>, not >=): only a queue past
+        # it gets on_drained later, which resumes c -- with >= a queue of exactly HIGH_WATER
+        # bytes paused c for good.
+        if peer.outbound_buffered > HIGH_WATER:
             c.pause_reading()  # the peer's side is full: stop taking more from this one
         return None
 
