@@ -618,7 +618,7 @@ def test_garbage_raises_only_codec_errors(codec: FrameCodec, garbage: bytes, dat
 def test_length_field_strip_on_both_sides_of_the_copy_threshold(body: int) -> None:
     # decode strips a short frame's header by slicing, a long one's with discard():
     # the same frames either way, from a real InboundBuffer and from the fake conn.
-    from gnetpy.codec import _COPY_TO_STRIP
+    from gnetpy.framing import COPY_TO_STRIP as _COPY_TO_STRIP
 
     codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4)
     payloads = [bytes([i]) * body for i in range(3)]
@@ -634,3 +634,21 @@ def test_length_field_encode_is_the_prependers() -> None:
     codec = LengthFieldBasedFrameCodec(length_field_length=2, length_adjustment=-2)
     assert codec.encode(b"abc") == codec.prepender.encode(b"abc") == b"\x00\x05abc"  # type: ignore[union-attr]
     assert codec.encode(bytearray(b"x")) == b"\x00\x03x"
+
+
+def test_a_subclass_keeps_its_own_decode_and_encode() -> None:
+    # The built-in codecs bind compiled methods into slots named decode/encode (codec.py's
+    # _bind); a user's subclass that defines its own must still get them called.
+    class Upper(LineBasedFrameCodec):
+        def decode(self, c: Any) -> bytes | None:
+            frame = super().decode(c)
+            return None if frame is None else frame.upper()
+
+    class Tagged(LengthFieldPrepender):
+        def encode(self, payload: Any) -> bytes:
+            return b"T" + super().encode(payload)
+
+    frames, _ = decode_all(Upper(), b"ab\ncd\n")
+    assert frames == [b"AB", b"CD"]
+    assert Tagged(1).encode(b"xy") == b"T\x02xy"
+    assert LengthFieldBasedFrameCodec(length_field_length=1, prepender=Tagged(1)).encode(b"z") == b"T\x01z"

@@ -19,6 +19,7 @@ from . import _compiled
 # Before any module that may be compiled is imported: GNETPY_NO_EXTENSIONS=1 loads them from source.
 _compiled.install_switch(__name__, os.path.dirname(os.path.abspath(__file__)))
 
+from . import codec  # noqa: E402,F401  (gnetpy.codec after `import gnetpy`; its compiled core counts in `compiled`)
 from .client import Client  # noqa: E402
 from .conn import Conn  # noqa: E402
 from .engine import Engine  # noqa: E402

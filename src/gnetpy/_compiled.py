@@ -26,9 +26,10 @@ from typing import Literal, Mapping, Sequence
 # tls and udp are here because TlsConn and DatagramConn subclass the compiled Conn: left
 # interpreted, their every read of a Conn slot goes through a getset descriptor that CPython
 # does not specialise (W10 ran at 6.50 user µs/msg compiled against 4.90 pure; 4.60 with tls
-# compiled).  codec is not: mypyc's argument checks on entry would replace the constructors'
-# messages that name the argument (docs/architecture.md, "UDP (W7), frames (W8)").
-COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp")
+# compiled).  framing is the codecs' per-frame work; codec.py, their public face, is not
+# compiled: mypyc's argument checks on entry would replace the constructors' messages that
+# name the argument (framing.py's docstring; docs/architecture.md, "UDP (W7), frames (W8)").
+COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp", "framing")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
 # of non-blocking sockets that keep the GIL, and epoll_wait.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)

@@ -50,6 +50,11 @@ consumed on an error, and decoding the same bytes again raises it again.
 Encoders do not enforce ``max_frame_length`` -- it guards against what peers
 send -- but refuse payloads that would not decode back as one frame.
 
+**Compiled where it counts.**  The per-frame work -- each codec's ``decode``
+and the prepender's ``encode`` -- lives in framing.py, which the accelerator
+compiles; this module checks the arguments and binds those methods as the
+codec's own (framing.py says why the split: mypyc's argument checks).
+
 **Reading in place.**  Decoders look at a connection's buffered bytes where
 they are -- ``c._src`` from offset ``c._pos``, the state ``InboundBuffer``
 keeps (buffer.py) -- and consume only through ``next``/``discard``.  A
@@ -60,11 +65,19 @@ about a quarter of the codec's instructions per frame.
 
 from __future__ import annotations
 
-import re
-import struct
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
-from .errors import CodecError, TooLongFrameError
+from .errors import CodecError
+from .framing import (
+    CodecConn,
+    DelimiterDecoder,
+    FixedLengthDecoder,
+    LengthFieldDecoder,
+    LengthFieldEncoder,
+    PassThroughDecoder,
+    Payload,
+    as_bytes,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_LENGTH",
@@ -80,26 +93,6 @@ __all__ = [
 
 DEFAULT_MAX_FRAME_LENGTH = 1 << 20  # 1 MiB
 
-Payload = bytes | bytearray | memoryview
-
-
-class CodecConn(Protocol):
-    """What a codec needs from a connection (a :class:`gnetpy.Conn` has it inside a callback).
-
-    The buffered bytes are ``_src[_pos:]`` (any object with the buffer protocol), read in
-    place and never written: consuming is ``next``/``discard`` (see "Reading in place").
-    """
-
-    _codec_state: Any
-    _src: Any
-    _pos: int
-
-    @property
-    def inbound_buffered(self) -> int: ...
-
-    def next(self, n: int = -1) -> bytes: ...
-
-    def discard(self, n: int = -1) -> int: ...
 
 
 # -- argument checks ----------------------------------------------------------
@@ -120,15 +113,17 @@ def _check_byteorder(byteorder: object) -> str:
     return str(byteorder)
 
 
-def _as_bytes(payload: object) -> bytes:
-    if payload.__class__ is bytes:
-        return payload
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        return bytes(payload)
-    raise TypeError(f"payload must be bytes, bytearray or memoryview, got {type(payload).__name__}")
+def _bind(codec: object, owner: type, name: str, method: Callable[..., Any]) -> None:
+    """Store a compiled core's ``method`` in ``codec``'s slot ``name`` (declared by ``owner``).
+
+    Through the slot's own descriptor rather than setattr: a subclass that defines a
+    method of that name keeps it (setattr would find the subclass's function first
+    and, with no instance ``__dict__``, fail).
+    """
+    owner.__dict__[name].__set__(codec, method)
 
 
-# -- base class ---------------------------------------------------------------
+# -- base classes -------------------------------------------------------------
 
 
 class FrameCodec:
@@ -157,7 +152,19 @@ class FrameCodec:
         return f"{type(self).__name__}(max_frame_length={self.max_frame_length})"
 
 
-class BuiltInFrameCodec(FrameCodec):
+class _CompiledDecode(FrameCodec):
+    """A built-in codec: ``decode`` is its core's (framing.py), one call per frame."""
+
+    __slots__ = ("decode", "_decoder")
+
+    decode: Callable[[CodecConn], bytes | None]  # type: ignore[assignment]  # the slot shadows FrameCodec.decode
+
+    def _use(self, decoder: Any) -> None:
+        self._decoder = decoder
+        _bind(self, _CompiledDecode, "decode", decoder.decode)
+
+
+class BuiltInFrameCodec(_CompiledDecode):
     """Pass-through codec (gnet's ``BuiltInFrameCodec``): no framing at all.
 
     ``decode`` returns everything buffered (``None`` if nothing), in pieces of
@@ -166,75 +173,35 @@ class BuiltInFrameCodec(FrameCodec):
 
     __slots__ = ()
 
-    def decode(self, c: CodecConn) -> bytes | None:
-        n = c.inbound_buffered
-        if not n:
-            return None
-        # next(-1) can hand over the read buffer without a copy.
-        return c.next(-1 if n <= self.max_frame_length else self.max_frame_length)
+    def __init__(self, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        super().__init__(max_frame_length)
+        self._use(PassThroughDecoder(self.max_frame_length))
 
     def encode(self, payload: Payload) -> bytes:
-        return _as_bytes(payload)
+        return as_bytes(payload)
 
 
 # -- delimiter codecs -----------------------------------------------------------
 
 
-class _DelimiterCodec(FrameCodec):
-    """Shared decoder of the line and delimiter codecs: a resumable, bounded search."""
+class _DelimiterCodec(_CompiledDecode):
+    """The line and delimiter codecs: a resumable, bounded search (framing.DelimiterDecoder)."""
 
-    __slots__ = ("bytes_scanned", "_search", "_plen", "_dmax", "_strip_cr")
+    __slots__ = ("_strip_cr",)
 
     def __init__(self, pattern: bytes, longest_delimiter: int, strip_cr: bool, max_frame_length: int) -> None:
         super().__init__(max_frame_length)
-        self.bytes_scanned = 0
-        self._search: Callable[..., re.Match[bytes] | None] = re.compile(re.escape(pattern)).search
-        self._plen = len(pattern)
-        # The longest delimiter a frame can end with (2 for CRLF): a frame of at
-        # most max_frame_length bytes is complete within max_frame_length + _dmax bytes.
-        self._dmax = longest_delimiter
         self._strip_cr = strip_cr
+        self._use(DelimiterDecoder(pattern, longest_delimiter, strip_cr, self.max_frame_length))
 
-    def decode(self, c: CodecConn) -> bytes | None:
-        buffered = c.inbound_buffered
-        start = c._codec_state or 0
-        if start > buffered:  # bytes were consumed behind our back: search afresh
-            start = 0
-        window = self.max_frame_length + self._dmax
-        end = buffered if buffered < window else window
-        if end - start >= self._plen:
-            found = self._scan(c, start, end)
-            if found is not None:
-                frame, consumed = found
-                c.discard(consumed)
-                c._codec_state = None
-                return frame
-            # A delimiter may begin in the last _plen - 1 bytes searched: resume there.
-            c._codec_state = end - self._plen + 1
-        if buffered >= window:
-            raise TooLongFrameError(
-                f"frame length of at least {window - self._dmax + 1} (no delimiter yet) exceeds "
-                f"max_frame_length {self.max_frame_length}")
-        return None
+    @property
+    def bytes_scanned(self) -> int:
+        """Bytes the delimiter search has examined (the module docstring)."""
+        return int(self._decoder.bytes_scanned)
 
-    def _scan(self, c: CodecConn, start: int, end: int) -> tuple[bytes, int] | None:
-        """Search ``c``'s bytes ``[start, end)``: the frame before the delimiter and the bytes to consume."""
-        src = c._src
-        pos = c._pos
-        m = self._search(src, pos + start, pos + end)
-        if m is None:
-            self.bytes_scanned += end - start
-            return None
-        consumed = m.end() - pos
-        self.bytes_scanned += consumed - start
-        frame_end = m.start() - pos
-        if self._strip_cr and frame_end and src[pos + frame_end - 1] == 13:  # the CR of a CRLF
-            frame_end -= 1
-        if frame_end > self.max_frame_length:
-            raise TooLongFrameError(
-                f"frame length {frame_end} exceeds max_frame_length {self.max_frame_length}")
-        frame = src[pos:pos + frame_end]
-        return (frame if frame.__class__ is bytes else bytes(frame)), consumed
+    @bytes_scanned.setter
+    def bytes_scanned(self, value: int) -> None:
+        self._decoder.bytes_scanned = _check_int("bytes_scanned", value, 0)
 
 
 class LineBasedFrameCodec(_DelimiterCodec):
@@ -264,7 +231,7 @@ class LineBasedFrameCodec(_DelimiterCodec):
         return self._strip_cr
 
     def encode(self, payload: Payload) -> bytes:
-        data = _as_bytes(payload)
+        data = as_bytes(payload)
         at = data.find(b"\n")
         if at >= 0:
             raise CodecError(f"payload contains a line feed at offset {at}: it would split the line")
@@ -297,7 +264,7 @@ class DelimiterBasedFrameCodec(_DelimiterCodec):
         self.delimiter = delimiter
 
     def encode(self, payload: Payload) -> bytes:
-        data = _as_bytes(payload)
+        data = as_bytes(payload)
         framed = data + self.delimiter
         # The first delimiter in the framed bytes must be the one just appended
         # (a payload ending in a prefix of an overlapping delimiter also fails).
@@ -314,7 +281,7 @@ class DelimiterBasedFrameCodec(_DelimiterCodec):
 # -- fixed length -------------------------------------------------------------
 
 
-class FixedLengthFrameCodec(FrameCodec):
+class FixedLengthFrameCodec(_CompiledDecode):
     """Every frame is ``length`` bytes (Netty's ``FixedLengthFrameDecoder``).
 
     ``encode`` requires a payload of exactly ``length`` bytes (gnet also
@@ -330,14 +297,10 @@ class FixedLengthFrameCodec(FrameCodec):
         self.length = _check_int("length", length, 1)
         if length > self.max_frame_length:
             raise ValueError(f"length {length} exceeds max_frame_length {self.max_frame_length}")
-
-    def decode(self, c: CodecConn) -> bytes | None:
-        if c.inbound_buffered < self.length:
-            return None
-        return c.next(self.length)
+        self._use(FixedLengthDecoder(self.length))
 
     def encode(self, payload: Payload) -> bytes:
-        data = _as_bytes(payload)
+        data = as_bytes(payload)
         if len(data) != self.length:
             raise CodecError(f"payload is {len(data)} bytes, the fixed frame length is {self.length}")
         return data
@@ -350,10 +313,6 @@ class FixedLengthFrameCodec(FrameCodec):
 
 _FIELD_LENGTHS = (1, 2, 3, 4, 8)
 # Netty reads 1-4 byte fields unsigned and an 8-byte field as a signed long.
-# Up to this frame length, decode strips the header by slicing what next()
-# returned (copying the frame twice) rather than calling discard() first.
-_COPY_TO_STRIP = 1024
-_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "q"}
 _FIELD_MAX = {1: 0xFF, 2: 0xFFFF, 3: 0xFFFFFF, 4: 0xFFFFFFFF, 8: (1 << 63) - 1}
 
 
@@ -368,7 +327,7 @@ def _cannot_encode(length_field_offset: int) -> Callable[[Payload], bytes]:
 def _check_field_length(length_field_length: object) -> int:
     if length_field_length not in _FIELD_LENGTHS or isinstance(length_field_length, bool):
         raise ValueError(f"length_field_length must be 1, 2, 3, 4 or 8, got {length_field_length!r}")
-    return int(length_field_length)
+    return int(length_field_length)  # type: ignore[call-overload]
 
 
 class LengthFieldPrepender:
@@ -384,10 +343,10 @@ class LengthFieldPrepender:
     """
 
     __slots__ = ("length_field_length", "length_adjustment", "length_includes_length_field", "byteorder",
-                 "_add", "_max", "_pack")
+                 "encode")
 
-    # encode is per message on a codec server's reply path: one call (no
-    # helper for the common ``bytes`` payload), the range check in one test.
+    # Return the length field followed by the payload: framing.LengthFieldEncoder.encode.
+    encode: Callable[[Payload], bytes]
 
     def __init__(self, length_field_length: int, length_adjustment: int = 0,
                  length_includes_length_field: bool = False, byteorder: str = "big") -> None:
@@ -397,29 +356,15 @@ class LengthFieldPrepender:
             raise TypeError(f"length_includes_length_field must be True or False, got {length_includes_length_field!r}")
         self.length_includes_length_field = length_includes_length_field
         self.byteorder = _check_byteorder(byteorder)
-        self._add = length_adjustment + (n if length_includes_length_field else 0)
-        self._max = _FIELD_MAX[n]
-        self._pack: Callable[[int], bytes]
-        if n == 3:  # struct has no 3-byte integer
-            self._pack = lambda v: v.to_bytes(3, byteorder)  # type: ignore[arg-type]
-        else:
-            self._pack = struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).pack
-
-    def encode(self, payload: Payload) -> bytes:
-        """Return the length field followed by ``payload``."""
-        data = payload if payload.__class__ is bytes else _as_bytes(payload)
-        value = len(data) + self._add
-        if not 0 <= value <= self._max:
-            raise CodecError(f"length field value {value} (payload of {len(data)} bytes) does not fit in a "
-                             f"{self.length_field_length}-byte length field (0..{self._max})")
-        return self._pack(value) + data
+        add = length_adjustment + (n if length_includes_length_field else 0)
+        _bind(self, LengthFieldPrepender, "encode", LengthFieldEncoder(n, add, _FIELD_MAX[n], self.byteorder).encode)
 
     def __repr__(self) -> str:
         return (f"LengthFieldPrepender({self.length_field_length}, length_adjustment={self.length_adjustment}, "
                 f"length_includes_length_field={self.length_includes_length_field}, byteorder={self.byteorder!r})")
 
 
-class LengthFieldBasedFrameCodec(FrameCodec):
+class LengthFieldBasedFrameCodec(_CompiledDecode):
     """Frames carry their length in a header field (Netty's ``LengthFieldBasedFrameDecoder``).
 
     The length field is ``length_field_length`` bytes (1, 2, 3, 4 or 8; an
@@ -443,16 +388,11 @@ class LengthFieldBasedFrameCodec(FrameCodec):
     raises :class:`CodecError` otherwise.
     """
 
-    # decode runs once per frame (and once more per batch, to find that no
-    # whole frame is left): the header is read with struct's unpack_from
-    # in place (no lambda; int.from_bytes for 3-byte fields), and
-    # the four validity checks collapse into one range test whose failure
-    # hands over to _frame_length for the precise error.
     __slots__ = ("length_field_offset", "length_field_length", "length_adjustment", "initial_bytes_to_strip",
-                 "byteorder", "_end", "_unpack_from", "_adjusted_end", "_shortest", "_prepender", "encode")
+                 "byteorder", "_prepender", "encode")
 
-    # ``encode`` is an instance attribute (the slot shadows FrameCodec.encode):
-    # the prepender's own bound method, so a reply is framed in one call.
+    # ``encode`` is a slot (it shadows FrameCodec.encode) holding the prepender's own
+    # bound method, so a reply is framed in one call, into compiled code.
     encode: Callable[[Payload], bytes]  # type: ignore[assignment]
 
     def __init__(self, length_field_offset: int = 0, length_field_length: int = 4, length_adjustment: int = 0,
@@ -465,70 +405,23 @@ class LengthFieldBasedFrameCodec(FrameCodec):
         self.length_adjustment = _check_int("length_adjustment", length_adjustment)
         self.initial_bytes_to_strip = _check_int("initial_bytes_to_strip", initial_bytes_to_strip, 0)
         self.byteorder = _check_byteorder(byteorder)
-        self._end = offset + n  # Netty's lengthFieldEndOffset
-        if self._end > self.max_frame_length:
+        if offset + n > self.max_frame_length:
             raise ValueError(f"max_frame_length {self.max_frame_length} must be >= length_field_offset "
                              f"{offset} + length_field_length {n}")
-        # None for a 3-byte field (struct has no such integer): int.from_bytes then.
-        self._unpack_from: Callable[[Any, int], tuple[int]] | None = (
-            None if n == 3 else struct.Struct((">" if byteorder == "big" else "<") + _STRUCT_CODES[n]).unpack_from)
-        # A field value v is valid when _shortest <= v + _adjusted_end <= max_frame_length
-        # and v >= 0 (_frame_length's checks, in one range test).
-        self._adjusted_end = self.length_adjustment + self._end
-        self._shortest = max(self._end, self.initial_bytes_to_strip)
         if prepender is not None and not isinstance(prepender, LengthFieldPrepender):
             raise TypeError(f"prepender must be a LengthFieldPrepender or None, got {type(prepender).__name__}")
         if prepender is None and offset == 0:
             prepender = LengthFieldPrepender(n, -length_adjustment, byteorder=byteorder)
         self._prepender = prepender
-        self.encode = _cannot_encode(offset) if prepender is None else prepender.encode
+        self._use(LengthFieldDecoder(offset, n, self.length_adjustment, self.initial_bytes_to_strip,
+                                     self.byteorder, self.max_frame_length))
+        _bind(self, LengthFieldBasedFrameCodec, "encode",
+              _cannot_encode(offset) if prepender is None else prepender.encode)
 
     @property
     def prepender(self) -> LengthFieldPrepender | None:
         """The encoder ``encode`` uses (``None``: encoding needs an explicit one)."""
         return self._prepender
-
-    def decode(self, c: CodecConn) -> bytes | None:
-        src = c._src  # read in place (the module docstring)
-        pos = c._pos
-        buffered = len(src) - pos
-        end = self._end
-        if buffered < end:
-            return None
-        unpack_from = self._unpack_from
-        if unpack_from is not None:
-            value = unpack_from(src, pos + self.length_field_offset)[0]
-        else:
-            value = int.from_bytes(src[pos + self.length_field_offset:pos + end], self.byteorder)  # type: ignore[arg-type]
-        frame_length = value + self._adjusted_end
-        if value < 0 or not self._shortest <= frame_length <= self.max_frame_length:
-            frame_length = self._frame_length(value)  # raises, naming what is wrong
-        if buffered < frame_length:
-            return None
-        strip = self.initial_bytes_to_strip
-        if not strip:
-            return c.next(frame_length)
-        if frame_length <= _COPY_TO_STRIP:  # a second copy costs less than a second call
-            return c.next(frame_length)[strip:]
-        c.discard(strip)
-        return c.next(frame_length - strip)
-
-    def _frame_length(self, value: int) -> int:
-        # Netty's checks, in Netty's order (but the strip check runs before the
-        # frame has arrived: the outcome is the same, only sooner).
-        end = self._end
-        if value < 0:
-            raise CodecError(f"negative pre-adjustment length field: {value}")
-        frame_length = value + self.length_adjustment + end
-        if frame_length < end:
-            raise CodecError(f"adjusted frame length {frame_length} (length field {value}, length_adjustment "
-                             f"{self.length_adjustment}) is less than the length field's end offset {end}")
-        if frame_length > self.max_frame_length:
-            raise TooLongFrameError(f"frame length {frame_length} exceeds max_frame_length {self.max_frame_length}")
-        if frame_length < self.initial_bytes_to_strip:
-            raise CodecError(f"adjusted frame length {frame_length} is less than initial_bytes_to_strip "
-                             f"{self.initial_bytes_to_strip}")
-        return frame_length
 
     def __repr__(self) -> str:
         return (f"LengthFieldBasedFrameCodec(length_field_offset={self.length_field_offset}, "
