@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: an echo server with load driven against it, side by side with
 # asyncio, uvloop and a C epoll server (the benchmark suite).
-#   ./bench.sh            # quick run, about a minute: table + benchmarks/results/quick.{json,md,png}
-#   ./bench.sh --full     # the full run (about 10 minutes): benchmarks/results/results.*
+#   ./bench.sh            # quick run, about three minutes: table + benchmarks/results/quick.{json,md,png}
+#   ./bench.sh --full     # the full run (about 25 minutes): benchmarks/results/results.*
 #   ./bench.sh --workloads W1 --reps 3    # any harness options
 set -euo pipefail
 cd "$(dirname "$0")"
