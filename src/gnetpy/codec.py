@@ -69,6 +69,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import CodecError
 from .framing import (
+    ByteOrder,
     CodecConn,
     DelimiterDecoder,
     FixedLengthDecoder,
@@ -107,10 +108,10 @@ def _check_int(name: str, value: object, minimum: int | None = None) -> int:
     return value
 
 
-def _check_byteorder(byteorder: object) -> str:
+def _check_byteorder(byteorder: object) -> ByteOrder:
     if byteorder not in ("big", "little"):
         raise ValueError(f"byteorder must be 'big' or 'little', got {byteorder!r}")
-    return str(byteorder)
+    return "big" if byteorder == "big" else "little"
 
 
 def _bind(codec: object, owner: type, name: str, method: Callable[..., Any]) -> None:

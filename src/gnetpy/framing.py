@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, Callable, Final, Protocol
+from typing import Any, Callable, Final, Literal, Protocol
 
 from .errors import CodecError, TooLongFrameError
 
@@ -33,6 +33,16 @@ Payload = bytes | bytearray | memoryview
 # of a short frame costs less than a second call.
 COPY_TO_STRIP: Final = 1024
 STRUCT_CODES: Final = {1: "B", 2: "H", 4: "I", 8: "q"}  # Netty reads an 8-byte field signed
+
+ByteOrder = Literal["big", "little"]
+
+
+def field_struct(length_field_length: int, byteorder: ByteOrder) -> struct.Struct | None:
+    """The struct of a length field; None for a 3-byte field (struct has no such integer:
+    int.from_bytes/to_bytes then)."""
+    if length_field_length == 3:
+        return None
+    return struct.Struct((">" if byteorder == "big" else "<") + STRUCT_CODES[length_field_length])
 
 
 class CodecConn(Protocol):
@@ -153,18 +163,15 @@ class LengthFieldDecoder:
     """
 
     def __init__(self, length_field_offset: int, length_field_length: int, length_adjustment: int,
-                 initial_bytes_to_strip: int, byteorder: str, max_frame_length: int) -> None:
+                 initial_bytes_to_strip: int, byteorder: ByteOrder, max_frame_length: int) -> None:
         self.length_field_offset = length_field_offset
         self.length_adjustment = length_adjustment
         self.initial_bytes_to_strip = initial_bytes_to_strip
-        self.byteorder = byteorder
+        self.byteorder: ByteOrder = byteorder
         self.max_frame_length = max_frame_length
         self._end = length_field_offset + length_field_length  # Netty's lengthFieldEndOffset
-        # None for a 3-byte field (struct has no such integer): int.from_bytes then.
-        self._unpack_from: Callable[[Any, int], tuple[int]] | None = None
-        if length_field_length != 3:
-            fmt = (">" if byteorder == "big" else "<") + STRUCT_CODES[length_field_length]
-            self._unpack_from = struct.Struct(fmt).unpack_from
+        field = field_struct(length_field_length, byteorder)
+        self._unpack_from: Callable[[Any, int], tuple[int]] | None = None if field is None else field.unpack_from
         # A field value v is valid when _shortest <= v + _adjusted_end <= max_frame_length
         # and v >= 0 (_frame_length's checks, in one range test).
         self._adjusted_end = length_adjustment + self._end
@@ -181,8 +188,7 @@ class LengthFieldDecoder:
         if unpack_from is not None:
             value = unpack_from(src, pos + self.length_field_offset)[0]
         else:
-            value = int.from_bytes(src[pos + self.length_field_offset:pos + end],
-                                   "big" if self.byteorder == "big" else "little")
+            value = int.from_bytes(src[pos + self.length_field_offset:pos + end], self.byteorder)
         frame_length = value + self._adjusted_end
         if value < 0 or not self._shortest <= frame_length <= self.max_frame_length:
             frame_length = self._frame_length(value)  # raises, naming what is wrong
@@ -218,16 +224,13 @@ class LengthFieldEncoder:
     """``LengthFieldPrepender``'s encode: per message on a codec server's reply path, so one
     call (no helper for the common ``bytes`` payload) and the range check in one test."""
 
-    def __init__(self, length_field_length: int, add: int, largest: int, byteorder: str) -> None:
+    def __init__(self, length_field_length: int, add: int, largest: int, byteorder: ByteOrder) -> None:
         self.length_field_length = length_field_length
         self._add = add  # length_adjustment, plus the field's own length when it is included
         self._max = largest
-        self._byteorder = byteorder
-        # None for a 3-byte field (struct has no such integer): int.to_bytes then.
-        self._pack: Callable[[int], bytes] | None = None
-        if length_field_length != 3:
-            fmt = (">" if byteorder == "big" else "<") + STRUCT_CODES[length_field_length]
-            self._pack = struct.Struct(fmt).pack
+        self._byteorder: ByteOrder = byteorder
+        field = field_struct(length_field_length, byteorder)
+        self._pack: Callable[[int], bytes] | None = None if field is None else field.pack
 
     def encode(self, payload: Payload) -> bytes:
         """Return the length field followed by ``payload``."""
@@ -238,5 +241,5 @@ class LengthFieldEncoder:
                              f"{self.length_field_length}-byte length field (0..{self._max})")
         pack = self._pack
         if pack is None:
-            return value.to_bytes(3, "big" if self._byteorder == "big" else "little") + data
+            return value.to_bytes(3, self._byteorder) + data
         return pack(value) + data
