@@ -330,24 +330,34 @@ FD_LIMIT_SERVER = textwrap.dedent("""
     import os, resource, sys
     sys.path.insert(0, {src!r})
     import gnetpy
-    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, 4096))
+    resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, 4096))
     before = sorted(os.listdir("/proc/self/fd"))
     try:
-        gnetpy.start(gnetpy.EventHandler(), "tcp://127.0.0.1:0", num_event_loop=150, processes=False)
+        gnetpy.start(gnetpy.EventHandler(), "tcp://127.0.0.1:0", num_event_loop={loops}, processes={processes})
     except OSError as exc:
-        print("error:", exc)
+        print("error:", type(exc).__name__, exc.errno, exc)
     print("leaked:", sorted(set(os.listdir("/proc/self/fd")) - set(before)))
+    with open("/proc/self/task/%d/children" % os.getpid()) as f:
+        print("children:", f.read().split())
 """)
 
 
-def test_a_start_that_runs_out_of_descriptors_says_so_and_releases_everything(tmp_path: Any) -> None:
+@pytest.mark.parametrize("processes, loops, limit", [(False, 150, 'len(os.listdir("/proc/self/fd")) + 40'),
+                                                     (True, 8, "12")], ids=["threads", "worker processes"])
+def test_a_start_that_runs_out_of_descriptors_says_so_and_releases_everything(tmp_path: Any, processes: bool,
+                                                                              loops: int, limit: str) -> None:
     script = tmp_path / "server.py"
-    script.write_text(FD_LIMIT_SERVER.format(src=os.path.join(ROOT, "src")))
+    script.write_text(FD_LIMIT_SERVER.format(src=os.path.join(ROOT, "src"), limit=limit, loops=loops,
+                                             processes=processes))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=WAIT * 3)
     assert out.returncode == 0, out.stderr
-    error, leaked = out.stdout.splitlines()
-    assert "out of file descriptors" in error and "150 event loop" in error and "RLIMIT_NOFILE" in error
+    error, leaked, children = out.stdout.splitlines()
+    # One message in both modes: what ran out, how many loops, where they run, the limit.
+    where = "worker processes" if processes else "threads"
+    assert error.startswith("error: OSError 24 [Errno 24] out of file descriptors starting "), error
+    assert f"{loops} event loop(s) in {where}" in error and "RLIMIT_NOFILE" in error, error
     assert leaked == "leaked: []"
+    assert children == "children: []"
 
 
 def test_on_tick_returning_none_ticks_again_after_the_same_delay(serve: Any, caplog: Any) -> None:

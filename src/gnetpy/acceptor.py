@@ -13,6 +13,11 @@ engine has room; when it has not, the listener leaves the poller (pending
 connections wait in the kernel's backlog, and are served in order as others
 leave) -- a log line when it fills and when it empties, no spinning.
 
+``hold``: in process mode, while no worker serves (every one is being
+restarted) the supervisor holds the parent's acceptors the same way: the
+listener leaves the poller and connections wait in the backlog until a
+worker serves again (workers.py).
+
 Running out of descriptors (EMFILE/ENFILE) is the classic way a reactor
 melts: the listener stays readable, accept fails at once, and the loop spins
 at 100% CPU while nothing is served.  An acceptor that hits it takes its
@@ -76,16 +81,30 @@ class Acceptor:
         self._stopped = False
         self._admit = admit  # max_connections: False while the engine is full
         self._full = False
+        self._held = False  # hold(True): no worker to give a connection to (process mode)
         self._tls = listener.tls  # an ssl.SSLContext: the sockets it accepts speak TLS
 
     def start(self) -> None:
-        if not self._stopped and not self._registered:
+        if not self._stopped and not self._held and not self._registered:
             self._poller.register_listener(self.fd, self._exclusive)
             self._registered = True
 
     def stop(self) -> None:
         self._stopped = True
         self._unregister()
+
+    def hold(self, held: bool) -> None:
+        """Stop accepting (True) -- the backlog keeps what arrives -- or accept again (False)."""
+        self._held = held
+        if held:
+            self._unregister()
+        else:
+            self.start()
+
+    @property
+    def where(self) -> str:
+        """The listener's address as bound (its real port, not the 0 it was given)."""
+        return self._listener.bound_text
 
     def _unregister(self) -> None:
         if self._registered:
@@ -107,7 +126,7 @@ class Acceptor:
                     return
                 if exc.errno in _PEER_GONE:
                     continue
-                self._logger.error("gnetpy: accept on %s failed: %s", self._listener.address.text, exc)
+                self._logger.error("gnetpy: accept on %s failed: %s", self.where, exc)
                 return
             self._backoff = 0.0
             try:
@@ -123,7 +142,7 @@ class Acceptor:
         if not self._full:
             self._full = True
             self._logger.warning("gnetpy: max_connections (%d) reached on %s: accepting paused",
-                                 self._opts.max_connections, self._listener.address.text)
+                                 self._opts.max_connections, self.where)
         self._unregister()
         self._call_later(ROOM_CHECK, self._check_room)
 
@@ -134,12 +153,12 @@ class Acceptor:
             self._call_later(ROOM_CHECK, self._check_room)
             return
         self._full = False
-        self._logger.info("gnetpy: below max_connections again: accepting on %s", self._listener.address.text)
+        self._logger.info("gnetpy: below max_connections again: accepting on %s", self.where)
         self.start()
 
     def _back_off(self, exc: OSError) -> None:
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
         self._logger.warning("gnetpy: accept on %s: %s; pausing accept for %.2fs",
-                             self._listener.address.text, exc.strerror, self._backoff)
+                             self.where, exc.strerror, self._backoff)
         self._unregister()
         self._call_later(self._backoff, self.start)

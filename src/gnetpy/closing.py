@@ -46,6 +46,8 @@ class GracefulClose(LoopBase):
         c._state = target
         c._err = err  # what on_close will be told once the close is over
         del self._conns[fd]
+        if self._holding:
+            self._release_inbound(c)
         self._closing[fd] = c
         self._watchers[fd] = partial(self._on_closing_event, c)
         self._busy_read.pop(fd, None)

@@ -52,6 +52,7 @@ _write: Final = syscalls.write
 # Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()
+PAUSED_BY_FRAMES = 4  # the codec's frame budget ran out: buffered frames wait for the next iteration
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # TlsConn, DatagramConn (and users') subclass it
@@ -77,7 +78,7 @@ class Conn(InboundBuffer):
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
         self._seen = 0.0  # when it last read (the loop's clock; idle timeouts: deadlines.py)
-        self._paused = 0  # why reading is off: PAUSED_BY_QUEUE | PAUSED_BY_USER (0: reading)
+        self._paused = 0  # why reading is off: a set of PAUSED_BY_* bits (0: reading)
         self._codec_state: Any = None  # the codec option's per-connection state (codec.py)
         self._tls: Any = None  # a TLS connection's TlsSession (tls.py); the reactor tests it per event
         self.context: Any = None
@@ -155,7 +156,8 @@ class Conn(InboundBuffer):
 
     @property
     def reading_paused(self) -> bool:
-        """True while reading is off (``pause_reading()``, or the outbound queue above its high-water mark)."""
+        """True while reading is off (``pause_reading()``, the outbound queue above its high-water mark, or --
+        with a codec -- frames already read waiting for the next loop iteration: ``frame_budget``)."""
         return bool(self._paused)
 
     def send_to(self, data: Any, addr: Any) -> int:

@@ -8,7 +8,7 @@ correctly before the loop has registered any of them), ``opened`` and
 without a lock, and a reader sees at worst a moment-old value.
 
 In thread mode the counters are plain attributes (``LocalCounters``).  In
-process mode each worker's are three 64-bit integers in one anonymous shared
+process mode each worker's are 64-bit integers in one anonymous shared
 mapping created before the fork (``SharedCounterTable``), so the parent's
 balancer and ``Engine.count_connections`` read every worker's count without
 a message per accept.  An aligned 64-bit store is atomic on the machines
@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmap
 from typing import Protocol
 
-_SLOTS = 4  # handed_over, opened, closed, tls_failed
+_SLOTS = 5  # handed_over, opened, closed, tls_failed, inbound
 
 
 class Counters(Protocol):
@@ -28,16 +28,18 @@ class Counters(Protocol):
     opened: int
     closed: int
     tls_failed: int  # TLS handshakes that failed (not connections: they never opened)
+    inbound: int  # unconsumed inbound bytes the loop holds (max_inbound_total)
 
 
 class LocalCounters:
-    __slots__ = ("handed_over", "opened", "closed", "tls_failed")
+    __slots__ = ("handed_over", "opened", "closed", "tls_failed", "inbound")
 
     def __init__(self) -> None:
         self.handed_over = 0
         self.opened = 0
         self.closed = 0
         self.tls_failed = 0
+        self.inbound = 0
 
 
 def _slot(index: int) -> property:
@@ -58,6 +60,7 @@ class SharedCounters:
     opened = _slot(1)
     closed = _slot(2)
     tls_failed = _slot(3)
+    inbound = _slot(4)
 
     def __init__(self, view: memoryview) -> None:
         self._view = view
@@ -72,7 +75,7 @@ class SharedCounterTable:
 
     def slot(self, index: int) -> SharedCounters:
         counters = SharedCounters(self._view[_SLOTS * index:_SLOTS * (index + 1)])
-        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = 0
+        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = counters.inbound = 0
         return counters
 
     def close(self) -> None:

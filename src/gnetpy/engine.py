@@ -21,13 +21,15 @@ listeners closed (unix socket files removed), then ``on_shutdown`` runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import resource
 import socket
 import threading
 import time
-from typing import Any, Callable, Protocol, Sequence
+from functools import partial
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from . import _compiled
 from .address import Address, AddrInfo, parse_address
@@ -50,6 +52,8 @@ DEFAULT_STOP_TIMEOUT = 10.0
 # reporting it stuck (a callback that blocks): after the deadline a loop only
 # drops what is left and runs the on_close callbacks.
 _JOIN_GRACE = 2.0
+# How often a stop waiting for a loop looks at its deadline again.
+_JOIN_SLICE = 0.05
 
 
 class LoopHandle(Protocol):
@@ -92,6 +96,7 @@ class Engine:
         self._loops: list[LoopHandle] = []
         # Accepts and hands over in main-reactor mode; in process mode, also supervises the workers.
         self._main_reactor: EventLoop | None = None
+        self._accepting_held = False  # process mode: no worker serves, the main reactor accepts nothing
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
         self._stop_requested = False
         self._deadline = 0.0  # of the stop under way
@@ -207,13 +212,11 @@ class Engine:
         they serve.  Either way it runs once, in this process.
         """
         try:
-            try:
+            with self._naming_descriptor_shortage():
                 self._bind_all()
                 self._build_loops()
-            except OSError as exc:
-                raise _out_of_descriptors(exc, self._opts.event_loop_count(), len(self._addresses)) from None
-            if self._processes:
-                self._start_loops()
+                if self._processes:
+                    self._start_loops()  # forks the workers: a channel each, and their own loops
             action = self._handler.on_boot(self)
             if action is not None and action.__class__ is not Action:
                 raise TypeError(f"on_boot returned {action!r}; expected None or a gnetpy.Action")
@@ -222,7 +225,8 @@ class Engine:
                 self._release()
                 return
             if not self._processes:
-                self._start_loops()
+                with self._naming_descriptor_shortage():
+                    self._start_loops()
         except BaseException:
             self._release()
             raise
@@ -233,6 +237,15 @@ class Engine:
         what = f"serving {', '.join(map(str, self._addrs))}" if self._addrs else "client"
         self._logger.info("gnetpy (%s): %s with %d event loop%s in %s", _backend_name(), what, count,
                           "s" if count > 1 else "", where)
+
+    @contextlib.contextmanager
+    def _naming_descriptor_shortage(self) -> Iterator[None]:
+        """EMFILE/ENFILE while building (threads or workers, here or in a worker) says what needed them."""
+        try:
+            yield
+        except OSError as exc:
+            raise _out_of_descriptors(exc, self._opts.event_loop_count(), len(self._addresses),
+                                      self._processes) from None
 
     def _start_loops(self) -> None:
         """Start every loop (thread mode) or fork every worker, then wait until all serve."""
@@ -300,6 +313,8 @@ class Engine:
         for i in range(count):
             loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
             self._loops = list(loops)  # as each is built: a failure releases the ones before
+        for loop in loops:  # max_inbound_total is over the engine: each loop sees every loop's count
+            loop._inbound_peers = [peer._counts for peer in loops]
         for udp_group in self._datagram_listeners:
             for loop, datagrams in zip(loops, udp_group):
                 loop.add_datagram(datagrams)
@@ -334,9 +349,26 @@ class Engine:
         self._loops = list(workers)
         if shared:
             return
-        pick = pick_available(new_balancer(self._opts.lb, workers).next, workers, self._logger)
+        pick = pick_available(new_balancer(self._opts.lb, workers).next, workers)
         for listener in self._listeners:  # all of them; with reuse_port only the unix ones are here
             self._main_reactor.add_listener(listener, pick, admit=self._admit)
+        spec.serving_changed = partial(self._hold_accepting_while_no_worker_serves, spec)
+
+    def _hold_accepting_while_no_worker_serves(self, spec: WorkerSpec) -> None:
+        """On the main reactor, when a worker starts or stops serving (workers.py, "No worker serving")."""
+        reactor = self._main_reactor
+        if reactor is None or not reactor._acceptors:
+            return
+        held = not spec.any_serving()
+        if held == self._accepting_held:
+            return
+        self._accepting_held = held
+        reactor.hold_accepting(held)
+        if held:
+            self._logger.warning("gnetpy: no worker is serving (every one is being replaced): accepting paused, "
+                                 "new connections wait in the backlog")
+        else:
+            self._logger.info("gnetpy: a worker serves again: accepting")
 
     def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
         loop = EventLoop(index, self._opts, self._handler, request_stop)
@@ -382,8 +414,7 @@ class Engine:
         loops = self._all_loops()
         for loop in loops:
             loop.shutdown(self._deadline)
-        stuck = [loop for loop in loops if not loop.join(max(0.0, self._deadline - time.monotonic()) + _JOIN_GRACE)
-                 and not loop.kill()]
+        stuck = [loop for loop in loops if not self._join_by_deadline(loop) and not loop.kill()]
         self._close_listeners()
         if stuck:
             # A callback blocks its loop; a thread cannot be interrupted.  stop()
@@ -401,6 +432,16 @@ class Engine:
             if not isinstance(exc, Exception) and self._error is None:
                 self._error = exc
             self._logger.error("gnetpy: on_shutdown raised", exc_info=exc)
+
+    def _join_by_deadline(self, loop: LoopHandle) -> bool:
+        """Wait for ``loop`` until the stop deadline and a grace; a deadline brought forward meanwhile
+        (a second SIGTERM) shortens the wait."""
+        while True:
+            left = self._deadline + _JOIN_GRACE - time.monotonic()
+            if loop.join(max(0.0, min(left, _JOIN_SLICE))):
+                return True
+            if left <= _JOIN_SLICE:
+                return False
 
     def _release(self) -> None:
         """Undo a boot that failed or was cancelled by on_boot."""
@@ -440,14 +481,20 @@ def _itself(loop: EventLoop) -> Any:
     return lambda remote: loop
 
 
-def _out_of_descriptors(exc: OSError, loops: int, addresses: int) -> OSError:
-    """An ``OSError`` from binding or building loops, saying what ran out when descriptors did."""
+def _out_of_descriptors(exc: OSError, loops: int, addresses: int, processes: bool) -> OSError:
+    """An ``OSError`` from binding, building or starting loops, saying what ran out when descriptors did.
+
+    One message for threads and worker processes: only what each loop costs differs.
+    """
     if exc.errno not in (errno.EMFILE, errno.ENFILE):
         return exc
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return OSError(exc.errno, f"out of file descriptors starting {loops} event loop(s) on {addresses} address(es): "
-                              f"each loop needs 2 (epoll, eventfd) and each listener 1, and the process may have "
-                              f"{soft} (RLIMIT_NOFILE); use fewer loops or raise the limit ({exc.strerror})")
+    where = "worker processes" if processes else "threads"
+    each = ("each worker needs 2 (epoll, eventfd) and a channel to the parent, and the parent 2 more plus one per "
+            "worker" if processes else "each loop needs 2 (epoll, eventfd)")
+    return OSError(exc.errno, f"out of file descriptors starting {loops} event loop(s) in {where} on {addresses} "
+                              f"address(es): {each}, each listener 1, and the process may have {soft} "
+                              f"(RLIMIT_NOFILE); use fewer loops or raise the limit ({exc.strerror})")
 
 
 def _backend_name() -> str:

@@ -94,6 +94,17 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._write_chunk = opts.write_buffer_cap
         self._high_water, self._low_water = opts.water_marks
         self._max_inbound = opts.max_inbound_buffered
+        self._max_inbound_total = opts.max_inbound_total
+        # Connections that keep unconsumed bytes, and how many (lifecycle._keep_inbound); the
+        # engine's total is the sum of these loops' counters (the engine sets the list).
+        self._holding: dict[Conn, int] = {}
+        self._inbound_peers: list[Counters] = []
+        # With the codec option: connections whose frame budget ran out in this iteration, and
+        # those that wait for their next budget (lifecycle._frames_turn).
+        self._frame_budget = opts.frame_budget
+        self._frame_budget_bytes = opts.frame_budget_bytes
+        self._frames_deferred: dict[int, Conn] = {}
+        self._frames_waiting: dict[int, Conn] = {}
         # Bytes async_write has accepted for a connection and the loop not yet
         # written (only connections with some are here), under its own lock:
         # the writers are other threads.
@@ -137,6 +148,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._loop_thread: threading.Thread | None = None
         self._thread_id: int | None = None
         self._counts: Counters = LocalCounters()  # a worker replaces them with shared ones
+        self._inbound_peers = [self._counts]
 
     # -- public API ----------------------------------------------------------
 
@@ -227,6 +239,11 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._acceptors.append(acceptor)
         self._watchers[acceptor.fd] = acceptor.on_acceptable
 
+    def hold_accepting(self, held: bool) -> None:
+        """On the loop: stop accepting on every listener (True; the backlog keeps what arrives), or go on."""
+        for acceptor in self._acceptors:
+            acceptor.hold(held)
+
     def add_datagram(self, listener: DatagramListener) -> None:
         """Serve a bound datagram socket on this loop (udp.py), once running."""
         self._datagrams.append(DatagramSocket(self, listener.sock, self._opts))
@@ -268,21 +285,23 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         deliver = self._deliver
         on_raise = self._callback_raised
         on_action = self._act
+        keep_inbound = self._keep_inbound
         close = self._close
         timers = self._timers
         doomed = self._doomed
         busy_read = self._busy_read
         busy_write = self._busy_write
+        frames_waiting = self._frames_waiting
+        frames_deferred = self._frames_deferred
         monotonic = time.monotonic
         length = len
         readable_only = self._inline_events
-        max_inbound = self._max_inbound
         idle = self._idle is not None
         now = 0.0
         maxevents = 64
 
         while self._running:
-            if busy_read or busy_write:
+            if busy_read or busy_write or frames_waiting:
                 timeout = 0.0
             elif timers:
                 timeout = timers.timeout(monotonic())
@@ -325,8 +344,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                         except BaseException as exc:
                             on_raise(c, exc)
                             continue
-                        if c._src is not nothing and c._settle() > max_inbound:
-                            self._inbound_over_limit(c)
+                        if c._src is not nothing and keep_inbound(c, c._settle()):
                             continue
                         if action:
                             on_action(c, action)
@@ -340,6 +358,8 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 self._close_doomed()
             if busy_read or busy_write:
                 self._resume_busy()
+            if frames_waiting or frames_deferred:
+                self._frames_turn()
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
 
@@ -401,8 +421,8 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         except BaseException as exc:
             self._callback_raised(c, exc)
             return
-        if c._src is not NOTHING and c._settle() > self._max_inbound:
-            self._inbound_over_limit(c)
+        kept = c._settle() if c._src is not NOTHING else 0
+        if (kept or self._holding) and self._keep_inbound(c, kept):
             return
         if action:
             self._act(c, action)

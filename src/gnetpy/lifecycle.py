@@ -24,12 +24,12 @@ from typing import Any
 from . import tls
 from .address import format_addr
 from .closing import lingers
-from .conn import PAUSED_BY_QUEUE, Callback, Conn
+from .conn import PAUSED_BY_FRAMES, PAUSED_BY_QUEUE, Callback, Conn
 from .errors import CodecError, ConnClosedError, EngineStoppedError, LimitExceededError
 from .handler import Action
 from .loopbase import LoopBase
 from .poller import IN, OUT
-from .sockopts import configure_accepted
+from .sockopts import configure_accepted, reset_on_close
 from .state import CLOSED, HANDSHAKING, OPEN, TransitionError, check_transition, close_target
 from .tls import TlsSession
 
@@ -120,17 +120,30 @@ class ConnLifecycle(LoopBase):
             self._request_stop()
 
     def _callback_raised(self, c: Conn, exc: BaseException) -> None:
-        """A callback of ``c`` failed: log it and close ``c`` with ``exc``.  Never raises."""
-        if isinstance(exc, Exception):
-            self._logger.error("gnetpy: a callback raised for %r; closing the connection", c, exc_info=exc)
+        """A callback of ``c`` failed: log it and close ``c`` with ``exc``.  Never raises.
+
+        The close is graceful: what the handler wrote before it failed --
+        replies to the requests it did handle -- is delivered first (within
+        ``close_timeout``), then the connection ends.  Bytes are dropped only
+        where they cannot be delivered, and then the peer gets a reset
+        (``_finish_close``), never a FIN that would look like a clean end.
+        """
+        self._report_callback_error(c, exc, "closing the connection")
+        self._close(c, exc, True)
+
+    def _report_callback_error(self, c: Conn, exc: BaseException, then: str) -> None:
+        """Log what a callback of ``c`` raised; a ``SystemExit`` & co. stops the engine.
+
+        A ``CodecError`` is the peer's doing (a frame too long, a corrupt
+        length): one line at INFO, no traceback -- a scanner must not flood
+        the log.
+        """
+        if isinstance(exc, CodecError):
+            self._logger.info("gnetpy: %r sent a bad frame: %s; %s", c, exc, then)
+        elif isinstance(exc, Exception):
+            self._logger.error("gnetpy: a callback raised for %r; %s", c, then, exc_info=exc)
         else:
             self._fatal(exc, f"a callback of {c!r}")
-        if c._out and c._state != CLOSED:
-            try:  # deliver what the handler wrote before it failed, if the kernel takes it now
-                c._out.flush_to(c._fd)
-            except OSError:
-                pass
-        self._close(c, exc, False)
 
     def _dispatch_frames(self, c: Conn) -> Any:
         """``on_traffic`` with the ``codec`` option: each complete frame to ``on_frame(c, frame)``, in order.
@@ -138,23 +151,61 @@ class ConnLifecycle(LoopBase):
         The codec keeps its per-connection state on ``c`` (codec.py); an
         ``Action`` other than ``NONE`` ends the delivery of this batch (what is
         left stays buffered).  A ``CodecError`` -- a frame too long, a corrupt
-        length -- is the peer's fault: that connection closes with it, and the
-        log says so in one line (a scanner must not flood it with tracebacks).
+        length -- is raised to the caller like any exception of a callback:
+        that connection (or datagram session) ends with it, after delivering
+        the replies already written (``_report_callback_error`` logs it in one
+        line).
+
+        Bounded: at most ``frame_budget`` frames and ``frame_budget_bytes``
+        bytes of them per connection per loop iteration, like Netty's
+        messages per read.  A connection with more waiting stops reading and
+        goes on at the next iteration, after the loop has served the others
+        (``_defer_frames``): a peer that sends 400,000 empty lines in one read
+        cannot keep its neighbours waiting.
         """
         decode = self._opts.codec.decode
         on_frame = self._handler.on_frame
+        frames_left = self._frame_budget
+        bytes_left = self._frame_budget_bytes
         while True:
-            try:
-                frame = decode(c)
-            except CodecError as exc:
-                self._logger.info("gnetpy: %r sent a bad frame: %s", c, exc)
-                self._close(c, exc, False)
-                return None
+            frame = decode(c)
             if frame is None:
                 return None
             action = on_frame(c, frame)
             if action:
                 return action
+            frames_left -= 1
+            bytes_left -= len(frame)
+            if frames_left <= 0 or bytes_left <= 0:
+                # A stream of this loop (a datagram's frames are all delivered: one datagram is bounded).
+                if c._state == OPEN and c._err is None and self._conns.get(c._fd) is c:
+                    self._defer_frames(c)
+                return None
+
+    def _defer_frames(self, c: Conn) -> None:
+        """``c`` spent its frame budget: read nothing more from it until its buffered frames are delivered."""
+        self._pause_reading(c, PAUSED_BY_FRAMES)
+        self._frames_deferred[c._fd] = c
+
+    def _frames_turn(self) -> None:
+        """At the end of an iteration: the next budget's worth for the connections deferred in an earlier one.
+
+        Those deferred during this iteration wait for the next: every other
+        ready connection gets its turn between two budgets of one connection.
+        """
+        waiting, deferred = self._frames_waiting, self._frames_deferred
+        due = list(waiting.values())
+        waiting.clear()
+        waiting.update(deferred)
+        deferred.clear()
+        for c in due:
+            if c._state != OPEN or c._fd in waiting:
+                continue  # closed meanwhile, or already delivered to (a wake-up) and deferred again
+            self._deliver(c, b"")
+            if c._state == OPEN and c._fd not in deferred:
+                self._resume_reading(c, PAUSED_BY_FRAMES)  # all delivered: read again
+        waiting.update(deferred)
+        deferred.clear()
 
     # -- flow control: reading paused and resumed, bounds ----------------------
 
@@ -205,10 +256,43 @@ class ConnLifecycle(LoopBase):
             if pending > 0:
                 self._async_pending[c] = pending
 
-    def _inbound_over_limit(self, c: Conn) -> None:
-        buffered = c.inbound_buffered
-        self._close(c, LimitExceededError(f"{buffered} bytes received and not consumed: over max_inbound_buffered "
-                                          f"({self._max_inbound})"), False)
+    def _keep_inbound(self, c: Conn, kept: int) -> bool:
+        """After a callback: ``c`` keeps ``kept`` unconsumed bytes (0: none).  Enforce the bounds on them --
+        ``max_inbound_buffered`` per connection, ``max_inbound_total`` over the engine -- and account them;
+        True when ``c`` was closed for it.
+
+        Off the hot path: only a connection that leaves (or left, last time) bytes unconsumed gets here.
+        The engine's total is every loop's ``inbound`` counter (shared memory between worker processes).
+        """
+        before = self._holding.pop(c, 0)
+        if not kept and not before:
+            return False
+        if kept:
+            self._holding[c] = kept
+        counts = self._counts
+        counts.inbound += kept - before
+        if kept > self._max_inbound:
+            self._inbound_over_limit(c, f"{kept} bytes received and not consumed: over max_inbound_buffered "
+                                        f"({self._max_inbound})")
+            return True
+        if kept > before and self._max_inbound_total:
+            total = sum(peer.inbound for peer in self._inbound_peers)
+            if total > self._max_inbound_total:
+                self._inbound_over_limit(c, f"{kept} bytes received and not consumed here would make "
+                                            f"{total} held by the engine: over max_inbound_total "
+                                            f"({self._max_inbound_total})")
+                return True
+        return False
+
+    def _inbound_over_limit(self, c: Conn, why: str) -> None:
+        self._release_inbound(c)
+        self._close(c, LimitExceededError(why), True)
+
+    def _release_inbound(self, c: Conn) -> None:
+        """``c`` is closing: its unconsumed bytes no longer count (they are never delivered now)."""
+        kept = self._holding.pop(c, 0)
+        if kept:
+            self._counts.inbound -= kept
 
     def _idle_expired(self, c: Conn) -> None:
         """Nothing was received from ``c`` for idle_timeout (deadlines.py)."""
@@ -281,11 +365,17 @@ class ConnLifecycle(LoopBase):
         if self._conns.pop(fd, None) is None:
             del self._closing[fd], self._watchers[fd]
             self._close_timeouts.discard(fd)
+        elif self._holding:
+            self._release_inbound(c)
         if self._edge_triggered:
             self._busy_read.pop(fd, None)
             self._busy_write.pop(fd, None)
         self._poller.unregister(fd)
         c._fd = -1
+        if c._out and opened:
+            # Written bytes are dropped (a failed write, close_timeout, the stop deadline): end with
+            # a reset, so the peer cannot take what it got for everything (a FIN would say so).
+            reset_on_close(c._sock)
         c._sock.close()
         if c._out:
             c._out.clear_all()

@@ -48,6 +48,15 @@ class Listener:
     def addr(self) -> AddrInfo:
         return format_addr(self.sock.getsockname()) if self.address.network != "unix" else self.address.path
 
+    @property
+    def bound_text(self) -> str:
+        """The address as bound, for logs: ``tcp://127.0.0.1:41234`` where ``tcp://127.0.0.1:0`` was given."""
+        if self.address.network == "unix" or self.sock.fileno() < 0:
+            return self.address.text
+        scheme = self.address.text.partition("://")[0]
+        host, port = self.sock.getsockname()[:2]
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
     def close(self) -> None:
         """Close the socket and remove the unix socket file -- if it is still ours."""
         if self.sock.fileno() >= 0:

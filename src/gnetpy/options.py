@@ -49,6 +49,7 @@ class Options:
     write_high_water: int | None = None
     write_low_water: int | None = None
     max_inbound_buffered: int = 4 * MiB
+    max_inbound_total: int = 1024 * MiB
     async_write_limit: int = 16 * MiB
     max_connections: int = 0
     udp_session_timeout: float = 60.0
@@ -56,6 +57,8 @@ class Options:
     max_udp_queued: int = 1 * MiB
     multicast_interface_index: int = 0
     codec: Any = None
+    frame_budget: int = 256
+    frame_budget_bytes: int = 1 * MiB
     ssl_context: Any = None
     tls_handshake_timeout: float = 10.0
 
@@ -158,6 +161,8 @@ MAX_EDGE_TRIGGERED_CHUNK = 1024 * MiB
 MAX_BUFFERED = 2**40  # water marks and max_inbound_buffered: only a sanity bound
 _INTS = {"num_event_loop": (0, MAX_LOOPS), "read_buffer_cap": (1, MAX_BUFFER_CAP),
          "max_inbound_buffered": (1, MAX_BUFFERED), "async_write_limit": (1, MAX_BUFFERED),
+         "max_inbound_total": (0, MAX_BUFFERED), "frame_budget": (1, 2**31 - 1),
+         "frame_budget_bytes": (1, MAX_EDGE_TRIGGERED_CHUNK),
          "max_connections": (0, 2**31 - 1), "max_udp_sessions": (1, 2**31 - 1),
          "max_udp_queued": (1, MAX_BUFFERED), "multicast_interface_index": (0, 2**31 - 1),
          "write_buffer_cap": (1, MAX_BUFFER_CAP), "socket_recv_buffer": (0, MAX_SOCKET_BUFFER),

@@ -116,6 +116,18 @@ def set_linger(sock: socket.socket, seconds: int | None) -> None:
                     + value.to_bytes(4, "little", signed=True))
 
 
+def reset_on_close(sock: socket.socket) -> None:
+    """Make the coming close() send a TCP reset (SO_LINGER 0): for a close that drops written bytes.
+
+    A unix socket has no reset: its peer reads what reached the kernel, then an end of file.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            set_linger(sock, 0)
+        except OSError:
+            pass  # the connection is gone already: nothing left to tell
+
+
 def _check_size(name: str, size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SOCKET_BUFFER:
         raise ValueError(f"{name}: {size!r}; accepted: a number of bytes from 1 to {MAX_SOCKET_BUFFER}")

@@ -241,10 +241,7 @@ class DatagramSocket:
 
     def _failed(self, c: DatagramConn, exc: BaseException) -> None:
         """A callback of ``c`` raised: logged, and its session (if any) ends with the exception."""
-        if isinstance(exc, Exception):
-            self.loop._logger.error("gnetpy: a callback raised for %r; ending its session", c, exc_info=exc)
-        else:
-            self.loop._fatal(exc, f"a callback of {c!r}")
+        self.loop._report_callback_error(c, exc, "ending its session")
         self.end(c, exc)
 
     # -- sessions ------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
     index = handle.index
     loop = spec.build_loop(index, partial(_ask_parent_to_stop, worker_end))
     loop._counts = handle._counters
+    loop._inbound_peers = [worker._counters for worker in spec.workers]  # max_inbound_total: over every worker
     # Ctrl-C at a terminal reaches every process of the group: the parent
     # coordinates the stop.  SIGTERM to a worker alone stops that worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

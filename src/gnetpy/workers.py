@@ -29,9 +29,19 @@ engine's stop thread calls once the main reactor has stopped.
 * **Supervision.**  A worker's end of file on its channel means it exited:
   it is reaped, logged with its status, taken out of the balancer at once
   (its queued sockets go to other workers), and started again on the same
-  index (and CPU).  One that dies again soon after starting backs off
-  exponentially; if every worker keeps failing at start-up the engine stops
-  with that error instead of forking in a loop.
+  index (and CPU).  Two kinds of death are told apart.  A worker that
+  served and then died is always replaced; if it had served for less than
+  ``RESTART_WINDOW`` the replacement waits a back-off that doubles with each
+  such death in a row (a crash loop must not become a fork loop).  A worker
+  that dies before it serves (``on_worker_start`` raised, it could not
+  bind) failed to *start*: when every worker has failed to start
+  ``GIVE_UP_AFTER`` times in a row, the engine stops with that error.
+* **No worker serving.**  While every worker is being replaced, the
+  parent's acceptors are held (``EventLoop.hold_accepting``): connections
+  wait in the kernel's backlog and are accepted once a worker serves again.
+  A socket accepted just before the last worker's death was noticed waits
+  in the parent (at most ``MAX_PENDING`` per worker; beyond that it is
+  closed, logged) and goes to the first worker that serves.
 * **The parent's death** closes every channel: a worker seeing end of file
   flushes for at most half a second (worker_main.py) and exits.
 """
@@ -61,7 +71,7 @@ if TYPE_CHECKING:
 
 # A worker must be serving this soon after its fork (its on_worker_start included).
 START_TIMEOUT = 60.0
-# A worker that dies sooner than this after it started counts as failing to start.
+# A serving worker that dies sooner than this after it started is replaced after a back-off.
 RESTART_WINDOW = 5.0
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 10.0
@@ -69,8 +79,11 @@ BACKOFF_MAX = 10.0
 GIVE_UP_AFTER = 5
 # How long the parent waits for a dead worker's exit status before it kills it.
 REAP_TIMEOUT = 1.0
-# Sockets queued for one worker beyond which new ones go to others (its channel is not being read).
+# Sockets queued in the parent for one worker (its channel is full, or it is being replaced):
+# beyond this, new ones go to other workers, or are closed when no other serves.
 MAX_PENDING = 4 * channel.MAX_FDS
+# At most one "closed for want of a worker" warning per this many seconds.
+WARN_EVERY = 1.0
 
 STARTING, SERVING, STOPPING, EXITED = "starting", "serving", "stopping", "exited"
 
@@ -90,6 +103,12 @@ class WorkerSpec:
     admit: Callable[[], bool] | None  # max_connections, over every worker (the counts are shared)
     tls_contexts: list[Any]  # the engine's SSLContexts: a socket for TLS crosses over with an index
     workers: list[WorkerProcess] = field(default_factory=list)
+    # Called on the main reactor whenever a worker starts or stops serving (the engine holds
+    # its acceptors while none serves).
+    serving_changed: Callable[[], None] = lambda: None
+
+    def any_serving(self) -> bool:
+        return any(w.state == SERVING and not w._stopping for w in self.workers)
 
 
 class WorkerProcess:
@@ -111,7 +130,11 @@ class WorkerProcess:
         self._reap_lock = threading.Lock()
         self._exit_status: int | None = None
         self._started_at = 0.0
-        self._failures = 0  # deaths in a row soon after starting
+        self._forks = 0  # 1 for the first worker on this index, more for its replacements
+        self._start_failures = 0  # deaths in a row before serving: GIVE_UP_AFTER for every worker stops the engine
+        self._quick_deaths = 0  # deaths in a row soon after starting, served or not: the back-off grows with them
+        self._stop_deadline: float | None = None  # of the STOP sent (a second, earlier one is sent too)
+        self._last_warning = 0.0
         self._stopping = False
         self._last_error: BaseException | None = None
         inherit.register(self)
@@ -123,7 +146,8 @@ class WorkerProcess:
 
     @property
     def available(self) -> bool:
-        return self.state == SERVING and not self._stopping
+        """Serving, and with room in its queue: the balancer may pick it."""
+        return self.state == SERVING and not self._stopping and len(self._pending) < MAX_PENDING
 
     def count_connections(self) -> int:
         return count(self._counters)
@@ -154,22 +178,41 @@ class WorkerProcess:
         self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
 
     def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
-        """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration)."""
+        """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration).
+
+        A worker that does not serve now (being replaced) keeps it until it
+        does, up to ``MAX_PENDING``; beyond that the socket is closed.
+        """
+        if len(self._pending) >= MAX_PENDING or self._stopping:
+            sock.close()
+            now = time.monotonic()
+            if now - self._last_warning > WARN_EVERY:
+                self._last_warning = now
+                self._logger.warning("gnetpy: worker %d has %d connections waiting for it (the most it holds) and "
+                                     "no other worker has room: closing new ones", self.index, len(self._pending))
+            return
         self._counters.handed_over += 1
         tls_index = -1 if ssl_context is None else self._spec.tls_contexts.index(ssl_context)
         self._pending.append((sock, (remote, tls_index)))
-        if len(self._pending) == 1:
+        if len(self._pending) == 1 and self.state == SERVING:
             self._supervisor.call_later(0, self._send_pending)
 
     def shutdown(self, deadline: float) -> None:
-        """Tell the worker to close its connections, flushing until ``deadline``, and exit."""
+        """Tell the worker to close its connections, flushing until ``deadline``, and exit.
+
+        Told again with an earlier deadline (a second SIGTERM), it is told
+        again: the worker brings its drop forward.
+        """
         self._stopping = True
         self._drop_pending()
-        if self._channel is not None and self.state in (STARTING, SERVING):
+        if self._stop_deadline is not None and deadline >= self._stop_deadline:
+            return
+        if self._channel is not None and self.state in (STARTING, SERVING, STOPPING):
             try:
                 self._channel.setblocking(True)
                 self._channel.settimeout(1.0)
                 channel.send(self._channel, channel.STOP, max(0.0, deadline - time.monotonic()))
+                self._stop_deadline = deadline
             except OSError:
                 pass  # gone already: join() reaps it
             self.state = STOPPING
@@ -239,6 +282,7 @@ class WorkerProcess:
         self._channel = parent_end
         self._exit_status = None
         self._started_at = time.monotonic()
+        self._forks += 1
         self.state = STARTING
 
     def _respawn(self) -> None:
@@ -248,7 +292,7 @@ class WorkerProcess:
             self._fork()
         except OSError as exc:
             self._logger.error("gnetpy: cannot start worker %d again: %s", self.index, exc)
-            self._after_failure()
+            self._failed_to_start()
             return
         assert self._channel is not None
         self._channel.setblocking(False)
@@ -284,8 +328,12 @@ class WorkerProcess:
         if kind == channel.READY:
             self.state = SERVING
             self.addrs = payload
-            if self._failures:
+            if self._forks > 1:
                 self._logger.info("gnetpy: worker %d (pid %d) serves again", self.index, self.pid)
+            self._start_failures = 0
+            if self._pending:  # accepted while it was being replaced
+                self._send_pending()
+            self._spec.serving_changed()
         elif kind == channel.FAILED:
             error, text = payload
             self._last_error = error
@@ -314,43 +362,49 @@ class WorkerProcess:
             self._drop(pending)
             return
         # Its connections died with it; the counts it held must not stay.
-        self._counters.opened = self._counters.closed = self._counters.handed_over = 0
+        self._counters.opened = self._counters.closed = self._counters.handed_over = self._counters.inbound = 0
+        if previous == SERVING:
+            quick = time.monotonic() - self._started_at < RESTART_WINDOW
+            self._quick_deaths = self._quick_deaths + 1 if quick else 0
+            delay = self._backoff() if quick else 0.0
+            self._logger.error("gnetpy: worker %d (pid %d) %s; starting it again%s", self.index, self.pid,
+                               self._describe_exit(status), f" in {delay:.1f}s" if delay else "")
+            self._spec.serving_changed()
         for sock, (remote, tls_index) in pending:  # accepted for it, never delivered: someone else serves them
             self._give_to_another(sock, remote, tls_index)
         if previous == SERVING:
-            self._logger.error("gnetpy: worker %d (pid %d) %s; starting it again", self.index, self.pid,
-                               self._describe_exit(status))
-        if previous != SERVING or time.monotonic() - self._started_at < RESTART_WINDOW:
-            self._after_failure()
+            self._supervisor.call_later(delay, self._respawn)
         else:
-            self._failures = 0
-            self._supervisor.call_later(0, self._respawn)
+            self._failed_to_start()
 
-    def _after_failure(self) -> None:
-        self._failures += 1
+    def _failed_to_start(self) -> None:
+        """It died before serving (or could not be forked): back off, or give up when every worker keeps failing."""
+        self._start_failures += 1
+        self._quick_deaths += 1
         workers = self._spec.workers
-        if all(w._failures >= GIVE_UP_AFTER for w in workers):
+        if all(w._start_failures >= GIVE_UP_AFTER for w in workers):
             error = self._last_error or RuntimeError(f"worker {self.index} {self._describe_exit(self._exit_status)}")
             self._logger.critical("gnetpy: every worker failed to start %d times in a row; stopping", GIVE_UP_AFTER)
             self._stop_engine(RuntimeError(f"every worker failed to start {GIVE_UP_AFTER} times in a row; "
                                            f"the last: {error!r}"))
             return
-        delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (self._failures - 1))
-        self._logger.warning("gnetpy: worker %d failed %d time%s in a row soon after starting; next try in %.1fs",
-                             self.index, self._failures, "s" if self._failures > 1 else "", delay)
+        delay = self._backoff()
+        self._logger.warning("gnetpy: worker %d failed to start %d time%s in a row; next try in %.1fs",
+                             self.index, self._start_failures, "s" if self._start_failures > 1 else "", delay)
         self._supervisor.call_later(delay, self._respawn)
 
+    def _backoff(self) -> float:
+        return min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (self._quick_deaths - 1))
+
     def _give_to_another(self, sock: socket.socket, remote: Any, tls_index: int) -> None:
-        target = next((w for w in self._spec.workers if w.available and w is not self), None)
-        if target is None:
-            sock.close()
-        else:
-            target.hand_over(sock, remote, self._spec.tls_contexts[tls_index] if tls_index >= 0 else None)
+        """A socket queued for this dead worker: to one that serves, or kept for its replacement."""
+        target = next((w for w in self._spec.workers if w.available and w is not self), self)
+        target.hand_over(sock, remote, self._spec.tls_contexts[tls_index] if tls_index >= 0 else None)
 
     # -- sending sockets -----------------------------------------------------------------
 
     def _send_pending(self) -> None:
-        while self._pending and self._channel is not None:
+        while self._pending and self._channel is not None and self.state == SERVING:
             batch = self._pending[:channel.MAX_FDS]
             try:
                 channel.send(self._channel, channel.SOCKETS, [meta for _, meta in batch],
@@ -416,9 +470,13 @@ class WorkerProcess:
             self._channel = None
 
 
-def pick_available(pick: Callable[[Any], WorkerProcess], workers: list[WorkerProcess],
-                   logger: logging.Logger | logging.LoggerAdapter[Any]) -> Callable[[Any], Any]:
-    """The balancer's choice, or the next worker that serves when that one does not (restarting)."""
+def pick_available(pick: Callable[[Any], WorkerProcess], workers: list[WorkerProcess]) -> Callable[[Any], Any]:
+    """The balancer's choice, or the next worker that serves when that one does not (restarting, full).
+
+    When none serves, the balancer's choice keeps the socket until it serves
+    again (``hand_over``): the supervisor holds the acceptors as soon as it
+    sees the last one go, so only sockets accepted in between get here.
+    """
     def choose(remote: Any) -> Any:
         chosen = pick(remote)
         if chosen.available:
@@ -428,21 +486,5 @@ def pick_available(pick: Callable[[Any], WorkerProcess], workers: list[WorkerPro
             other = workers[(chosen.index + step) % n]
             if other.available:
                 return other
-        return _NoWorker(logger)
+        return chosen
     return choose
-
-
-class _NoWorker:
-    """Every worker is restarting: refuse the connection (the client sees it closed)."""
-
-    _last_warning = 0.0
-
-    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
-        self._logger = logger
-
-    def hand_over(self, sock: socket.socket, remote: Any) -> None:
-        sock.close()
-        now = time.monotonic()
-        if now - _NoWorker._last_warning > 1.0:
-            _NoWorker._last_warning = now
-            self._logger.warning("gnetpy: no worker is serving (all restarting); connections are refused")

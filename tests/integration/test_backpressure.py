@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 import gnetpy
-from conftest import WAIT, Recorder, WriteEcho, connect, recv_exact, wait_for
+from conftest import WAIT, Recorder, WriteEcho, connect, recv_exact, recv_until_eof, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HIGH = 64 * 1024
@@ -280,7 +280,8 @@ def test_max_connections_serves_fifty_and_the_rest_when_others_leave(serve: Any,
     finally:
         for s in clients:
             s.close()
-    assert any("max_connections (50) reached" in r.getMessage() for r in caplog.records)
+    port = engine.addrs[0][1]  # the log names the port it serves, not the 0 it was given
+    assert any(f"max_connections (50) reached on tcp://127.0.0.1:{port}:" in r.getMessage() for r in caplog.records)
 
 
 def test_an_async_write_flood_to_a_peer_that_does_not_read_is_refused_not_buffered(serve: Any) -> None:
@@ -289,8 +290,56 @@ def test_an_async_write_flood_to_a_peer_that_does_not_read_is_refused_not_buffer
     with connect(engine.addrs[0]):
         c = wait_for(lambda: handler.opened and handler.opened[0])
         accepted = 0
+        written = threading.Event()
         with pytest.raises(gnetpy.LimitExceededError, match="async_write_limit"):
-            while accepted <= 256 << 20:
-                c.async_write(b"f" * 65536)
+            while accepted <= 256 << 20:  # each write waits for the last: what waits is the loop's queue
+                written.clear()
+                c.async_write(b"f" * 65536, lambda conn, err: written.set())
+                assert written.wait(WAIT)
                 accepted += 65536
         assert accepted < 64 << 20  # refused long before memory filled
+
+
+class FrameOk(Recorder):
+    """With a length-field codec: "ok" for each whole frame."""
+
+    def on_frame(self, c: gnetpy.Conn, frame: bytes) -> Any:
+        c.write(b"ok")
+
+
+def held_by_the_engine(engine: gnetpy.Engine) -> int:
+    """Unconsumed inbound bytes every loop (or worker) holds: the counters max_inbound_total sums."""
+    return sum((loop._counts if hasattr(loop, "_counts") else loop._counters).inbound for loop in engine._loops)
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker processes"])
+def test_max_inbound_total_bounds_partial_frames_over_the_whole_engine(serve: Any, processes: bool) -> None:
+    from gnetpy.codec import LengthFieldBasedFrameCodec
+
+    handler = FrameOk()
+    codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4, max_frame_length=2 << 20)
+    engine = serve(handler, codec=codec, num_event_loop=2, processes=processes, lb="round-robin",
+                   max_inbound_total=1_000_000)
+    header = (400_000).to_bytes(4, "big")
+    clients = [connect(engine.addrs[0]) for _ in range(4)]  # round robin: two on each loop
+    try:
+        for i, s in enumerate(clients[:2]):  # 600 kB held, on two loops: under the limit
+            s.sendall(header + b"p" * 300_000)
+            wait_for(lambda i=i: held_by_the_engine(engine) == 300_004 * (i + 1))
+        clients[2].sendall(header + b"p" * 399_999)  # 1,000,011 bytes would be held: this one is closed
+        assert recv_until_eof(clients[2]) == b""
+        wait_for(lambda: held_by_the_engine(engine) == 600_008)
+        for s in clients[:2]:  # the others were not touched: their frames complete
+            s.sendall(b"p" * 100_000)
+            assert recv_exact(s, 2) == b"ok"
+        wait_for(lambda: held_by_the_engine(engine) == 0)  # nothing held, nothing left over in the count
+        clients[3].sendall((900_000).to_bytes(4, "big") + b"p" * 900_000)  # alone, a frame of 0.9 MB passes
+        assert recv_exact(clients[3], 2) == b"ok"
+    finally:
+        for s in clients:
+            s.close()
+    if not processes:  # the handler's on_close runs in the workers in process mode
+        wait_for(lambda: len(handler.closed) == 4)
+        errors = [err for _, err in handler.closed if not isinstance(err, EOFError)]  # the others: our closes
+        assert len(errors) == 1 and isinstance(errors[0], gnetpy.LimitExceededError)
+        assert "max_inbound_total (1000000)" in str(errors[0])

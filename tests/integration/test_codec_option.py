@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
+import pytest
+
 import gnetpy
-from conftest import WAIT, connect, recv_exact, wait_for
+from conftest import WAIT, connect, recv_exact, recv_until_eof, wait_for
 from gnetpy.codec import LengthFieldBasedFrameCodec, LineBasedFrameCodec
 
 LENGTH = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4)
@@ -104,3 +108,104 @@ def test_udp_with_a_codec_frames_each_datagram(serve: Any) -> None:
         s.settimeout(WAIT)
         s.sendto(LENGTH.encode(b"one") + LENGTH.encode(b"two"), engine.addrs[0])
         assert s.recv(100) == LENGTH.encode(b"one") and s.recv(100) == LENGTH.encode(b"two")
+
+
+def test_bad_frames_in_datagrams_end_that_session_not_the_engine(serve: Any, caplog: Any) -> None:
+    handler = FrameEcho(LENGTH)
+    codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4, max_frame_length=100)
+    engine = serve(handler, "udp://127.0.0.1:0", codec=codec)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, caplog.at_level(logging.INFO, logger="gnetpy"):
+        s.settimeout(WAIT)
+        for _ in range(10):  # more than the internal errors in a row that would stop a loop (8)
+            s.sendto(struct.pack("!I", 65_000) + b"x", engine.addrs[0])
+            s.sendto(LENGTH.encode(b"fine"), engine.addrs[0])  # a new session answers
+            assert s.recv(100) == LENGTH.encode(b"fine")
+    assert engine.is_running
+    assert sum(isinstance(err, gnetpy.TooLongFrameError) for err in handler.closed) == 10
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+class FloodBesideNeighbour(gnetpy.EventHandler):
+    """One connection floods frames; another sends "ping" once the flood's first frame is in the loop's hands.
+
+    The first flood frame's callback blocks until the test has sent the ping, so the ping
+    is readable before the loop could deliver more of the flood: how many flood frames came
+    before the ping is exactly how many the loop delivered from one connection in a row.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.flood_frames = 0
+        self.first = threading.Event()
+        self.ping_sent = threading.Event()
+        self.flood_frames_before_ping: list[int] = []
+
+    def on_frame(self, c: gnetpy.Conn, frame: bytes) -> Any:
+        if frame == b"ping":
+            self.flood_frames_before_ping.append(self.flood_frames)
+            c.write(b"pong\n")
+            return
+        if frame == b"I flood":
+            return
+        self.flood_frames += 1
+        if self.flood_frames == 1:
+            self.first.set()
+            assert self.ping_sent.wait(WAIT)
+        if self.flood_frames == self.total:
+            c.write(b"done\n")
+
+
+@pytest.mark.parametrize("budget, line, most", [
+    ({}, b"", 256),  # the default frame_budget
+    ({"frame_budget_bytes": 65536, "read_buffer_cap": 1 << 20}, b"x" * 16383, 5),
+], ids=["frames", "bytes"])
+def test_a_frame_flood_cannot_keep_a_neighbour_on_the_same_loop_waiting(serve: Any, budget: dict[str, Any],
+                                                                        line: bytes, most: int) -> None:
+    total = 400_000 if not line else 400
+    handler = FloodBesideNeighbour(total)
+    engine = serve(handler, codec=LineBasedFrameCodec(max_frame_length=1 << 20), num_event_loop=1, **budget)
+    flood = b"I flood\n" + (line + b"\n") * total
+    with connect(engine.addrs[0]) as neighbour, connect(engine.addrs[0]) as flooder:
+        sender = threading.Thread(target=flooder.sendall, args=(flood,))
+        sender.start()
+        try:
+            assert handler.first.wait(WAIT)
+            neighbour.sendall(b"ping\n")
+            handler.ping_sent.set()
+            assert recv_exact(neighbour, 5) == b"pong\n"
+            flooder.settimeout(60)
+            assert recv_exact(flooder, 5) == b"done\n"  # and nothing of the flood was lost
+        finally:
+            handler.ping_sent.set()
+            sender.join(WAIT)
+    assert handler.flood_frames == total
+    # The callback that blocked delivered at most one budget; the poll that finds the ping may list the
+    # flood first (still readable, and so earlier in epoll's ready list): one budget more, then the ping.
+    assert 1 <= handler.flood_frames_before_ping[0] <= 2 * most, handler.flood_frames_before_ping
+
+
+class BigReplies(FrameEcho):
+    """Replies 600 kB to each request: 20 requests read at once make 12 MB of replies, mostly queued."""
+
+    def on_frame(self, c: gnetpy.Conn, frame: bytes) -> Any:
+        with self.lock:
+            self.frames.append(frame)
+        c.write(frame * 60_000)
+
+
+def test_the_replies_to_good_frames_before_a_bad_one_are_delivered_then_the_connection_ends(serve: Any) -> None:
+    handler = BigReplies(LENGTH)
+    engine = serve(handler, codec=LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4,
+                                                             max_frame_length=1 << 20))
+    requests = [b"%010d" % i for i in range(20)]
+    stream = b"".join(LENGTH.encode(r) for r in requests) + struct.pack("!I", 50 << 20) + b"bad"  # one read
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # a small window: most replies wait in our queue
+        s.settimeout(WAIT)
+        s.connect(engine.addrs[0])
+        s.sendall(stream)
+        time.sleep(0.2)  # the bad frame is read with the others: the replies wait in the server's queue
+        received = recv_until_eof(s)  # every reply, then an orderly end (a reset would raise here)
+    wait_for(lambda: handler.closed)
+    assert received == b"".join(r * 60_000 for r in requests)
+    assert isinstance(handler.closed[0], gnetpy.TooLongFrameError)

@@ -122,7 +122,7 @@ def test_reset_by_peer_reaches_on_close_as_oserror(serve: Any) -> None:
     s.close()
     wait_for(lambda: handler.closed)
     err = handler.closed[0][1]
-    assert isinstance(err, (ConnectionResetError, EOFError))
+    assert isinstance(err, ConnectionResetError), err  # the reset, not an orderly end of stream
 
 
 def test_write_to_vanished_peer_closes_with_broken_pipe(serve: Any) -> None:
@@ -182,6 +182,66 @@ def test_stop_timeout_bounds_the_flush_to_a_peer_that_never_reads(serve: Any) ->
         engine.stop(timeout=0.5)
         elapsed = time.monotonic() - started
     assert elapsed < 5
+    assert isinstance(handler.closed[0][1], TimeoutError)
+
+
+# -- a close never makes dropped bytes look like a clean end --------------------------------------
+
+
+class WritesThenRaises(Recorder):
+    """On the first message: write ``size`` bytes of replies, then fail."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        c.next()
+        for _ in range(self.size // 100_000):
+            c.write(b"r" * 100_000)
+        raise Boom("after the replies")
+
+
+def small_window_client(addr: Any) -> socket.socket:
+    s = socket.socket(socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a 64 KiB window
+    s.settimeout(WAIT)
+    s.connect(addr)
+    return s
+
+
+def test_what_a_handler_wrote_before_it_raised_is_delivered_then_the_connection_ends(serve: Any) -> None:
+    handler = WritesThenRaises(12_000_000)
+    engine = serve(handler)
+    with small_window_client(engine.addrs[0]) as s:
+        s.sendall(b"go")
+        time.sleep(0.2)  # the handler has raised with most of its 12 MB still queued
+        received = recv_until_eof(s)  # then an orderly end: a reset would raise here
+    assert len(received) == 12_000_000
+    wait_for(lambda: handler.closed)
+    assert isinstance(handler.closed[0][1], Boom)
+
+
+@pytest.mark.parametrize("how", ["close_timeout", "stop deadline"])
+def test_a_close_that_drops_written_bytes_ends_with_a_reset_not_a_clean_end(serve: Any, how: str) -> None:
+    handler = WritesThenRaises(12_000_000) if how == "close_timeout" else Recorder()
+    engine = serve(handler, close_timeout=0.3)
+    with small_window_client(engine.addrs[0]) as s:
+        if how == "close_timeout":
+            s.sendall(b"go")  # the handler raises; its replies cannot all go within 0.3 s: we do not read
+        else:
+            c = wait_for(lambda: handler.opened and handler.opened[0])
+            c.async_write(b"r" * 12_000_000)
+            time.sleep(0.2)
+            engine.stop(timeout=0.2)  # the stop deadline drops the rest
+        wait_for(lambda: handler.closed)
+        received = 0
+        with pytest.raises(ConnectionResetError):
+            while True:  # what the kernel had taken, then the reset -- never b"" (a clean end)
+                chunk = s.recv(1 << 20)
+                assert chunk, f"an orderly end of stream after {received} of 12000000 bytes: the drop looks clean"
+                received += len(chunk)
+    assert 0 < received < 12_000_000
     assert isinstance(handler.closed[0][1], TimeoutError)
 
 

@@ -261,6 +261,73 @@ def _a_new_worker(engine: gnetpy.Engine, old: set[int]) -> tuple[int, int, bool]
     return None
 
 
+def _serving_pids(engine: gnetpy.Engine) -> list[int]:
+    return [w.pid for w in engine._loops if w.state == "serving"]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_connections_wait_in_the_backlog_while_every_worker_is_being_replaced(serve: Any, tmp_path: Any, caplog: Any,
+                                                                              monkeypatch: Any, transport: str) -> None:
+    # A worker killed soon after starting comes back after BACKOFF_MIN: 0.5 s with nobody serving.
+    monkeypatch.setattr(gnetpy.workers, "BACKOFF_MIN", 0.5)
+    addr = "tcp://127.0.0.1:0" if transport == "tcp" else f"unix://{tmp_path}/w.sock"
+    engine = serve(WhoAmI(), addr, num_event_loop=2, processes=True, lb="round-robin")
+    old = set(_serving_pids(engine))
+    with caplog.at_level(logging.INFO, logger="gnetpy"):
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: all(w.state == "exited" for w in engine._loops))  # the parent saw both go
+        clients = [connect(engine.addrs[0]) for _ in range(20)]  # the kernel's backlog takes them
+        try:
+            for s in clients:
+                s.sendall(b"?")
+            assert not _serving_pids(engine)  # they all arrived while no worker served
+            served = [ask_after_sending(s) for s in clients]
+        finally:
+            for s in clients:
+                s.close()
+    assert all(started for *_, started in served)
+    assert {pid for _, pid, _ in served}.isdisjoint(old)  # by the replacements (the first up may take all 20)
+    assert engine.is_running
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no worker is serving" in m for m in messages) and any("a worker serves again" in m for m in messages)
+    assert not [m for m in messages if "internal error" in m or "Traceback" in m]
+
+
+def ask_after_sending(s: socket.socket) -> tuple[int, int, bool]:
+    """The answer to a "?" already sent (``ask`` without the send)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            raise EOFError("closed")
+        line += chunk
+    index, pid, started = line.split()
+    return int(index), int(pid), started == b"True"
+
+
+def test_a_serving_worker_killed_again_and_again_is_always_replaced(serve: Any, caplog: Any,
+                                                                    monkeypatch: Any) -> None:
+    """Only failures to *start* count toward giving up; a crash loop of serving workers backs off instead."""
+    monkeypatch.setattr(gnetpy.workers, "BACKOFF_MIN", 0.01)
+    engine = serve(WhoAmI(), num_event_loop=1, processes=True)
+    pids = []
+    with caplog.at_level(logging.INFO, logger="gnetpy"):
+        for _ in range(8):  # more than GIVE_UP_AFTER (5)
+            with connect(engine.addrs[0]) as s:
+                index, pid, started = ask(s)  # waits in the backlog while the replacement starts
+            assert index == 0 and started and pid not in pids
+            pids.append(pid)
+            os.kill(pid, signal.SIGKILL)
+        with connect(engine.addrs[0]) as s:
+            assert ask(s)[1] not in pids
+    assert engine.is_running and engine.error is None
+    delays = [float(r.getMessage().rpartition(" in ")[2].rstrip("s")) for r in caplog.records
+              if "starting it again in" in r.getMessage()]
+    assert len(delays) == 8 and delays == sorted(delays) and delays[-1] > delays[0]  # the back-off grows
+    assert not [r for r in caplog.records if "failed to start" in r.getMessage()]
+
+
 def test_every_worker_failing_at_start_makes_start_raise_and_leaves_nothing(tmp_path: Any) -> None:
     class Broken(gnetpy.EventHandler):
         def on_worker_start(self, loop_index: int) -> None:
@@ -299,12 +366,12 @@ def test_replacements_that_keep_failing_back_off_then_stop_the_engine(tmp_path: 
         elapsed = time.monotonic() - started
     finally:
         engine.stop()
-    # 5 failures each (the kill soon after starting counts as the first) with back-offs of
-    # 0.1, 0.2, 0.4 and 0.8 s between them: not a tight fork loop.
+    # 5 failures to start each (the kill of a serving worker does not count: it had started), with
+    # back-offs of 0.1 (the kill, soon after starting), 0.2, 0.4, 0.8 and 1.6 s: not a tight fork loop.
     assert elapsed >= 1.4
     assert isinstance(engine.error, RuntimeError) and "every worker failed to start" in str(engine.error)
     failures = [r for r in caplog.records if "failed to start:" in r.getMessage()]  # each with its traceback
-    assert 8 <= len(failures) <= 9
+    assert 10 <= len(failures) <= 11  # the first to reach 5 may try a sixth time before the other does
 
 
 def test_action_shutdown_in_a_worker_stops_the_engine(serve: Any) -> None:
@@ -470,6 +537,39 @@ def test_a_lone_worker_accepts_for_itself_and_so_does_its_replacement(serve: Any
     with connect(engine.addrs[0]) as s:  # queued in the backlog until the replacement serves
         index, pid, started = ask(s)
     assert (index, started) == (0, True) and pid != first[1]
+
+
+@pytest.mark.parametrize("peer", ["not reading", "hung handler"])
+def test_a_second_stop_request_cuts_every_workers_drain_short(caplog: Any, peer: str) -> None:
+    """What a second SIGTERM does (signals.py): request_stop(0) during a graceful stop with a long deadline."""
+    class Writes(gnetpy.EventHandler):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.next()
+            if peer == "hung handler":
+                time.sleep(3600)
+            c.write(b"s" * (16 << 20))  # far more than a peer that does not read takes
+
+    engine = gnetpy.start(Writes(), "tcp://127.0.0.1:0", num_event_loop=2, processes=True, lb="round-robin")
+    clients = [connect(engine.addrs[0]) for _ in range(4)]
+    try:
+        for s in clients:
+            s.sendall(b"go")
+        time.sleep(0.3)
+        with caplog.at_level(logging.WARNING, logger="gnetpy"):
+            engine.request_stop(60, reason="SIGTERM received")
+            time.sleep(0.3)
+            assert engine.count_connections() == 4  # the graceful stop waits for the peers, as it should
+            started = time.monotonic()
+            engine.request_stop(0, reason="SIGTERM received again")
+            assert engine.wait(8), "the second stop request did not stop the workers"
+            elapsed = time.monotonic() - started
+    finally:
+        for s in clients:
+            s.close()
+        engine.stop()
+    # Not reading: the workers drop what is unsent at once.  A hung handler: killed after the grace (2 s).
+    assert elapsed < (1.0 if peer == "not reading" else 4.0), elapsed
+    assert not child_processes()
 
 
 def test_a_worker_that_hangs_past_the_stop_deadline_is_killed(caplog: Any) -> None:
