@@ -22,6 +22,6 @@ if _gnetpy_venv_stale; then
     "$PYTHON" -m venv "$VENV"
     $VENV/bin/python -m pip install --quiet --upgrade pip
     # Always the compiled build here: GNETPY_NO_EXTENSIONS=1 ./test.sh switches it off at import time.
-    env -u GNETPY_NO_EXTENSIONS $VENV/bin/python -m pip install --quiet -e '.[test,bench]'
+    env -u GNETPY_NO_EXTENSIONS $VENV/bin/python -m pip install --quiet -e '.[test,bench,examples]'
     touch $VENV/.installed
 fi

@@ -4,6 +4,7 @@
                                  [--workloads W1,W2,...] [--servers gnetpy,asyncio,uvloop,c]
                                  [--idle-conns N] [--unix] [--out DIR]
     python benchmarks/harness.py --scaling [options]     # benchmarks/scaling.py: 1..N cores
+    python benchmarks/harness.py --replot results/results.json   # redraw results.png, run nothing
 
 Each run starts a fresh echo server pinned to one CPU, drives it with the C
 load generator (benchmarks/loadgen.c, built on first use) pinned to another,
@@ -40,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -1411,7 +1413,8 @@ def write_markdown(path: Path, results: dict[str, Any]) -> None:
 
 
 def write_chart(path: Path, results: dict[str, Any]) -> str | None:
-    """Throughput and user CPU/msg per workload per server; returns why not, if not."""
+    """The chart: a summary of each server's CPU against uvloop's, then a grid of per-workload
+    panels (throughput and server user CPU, or W5's KiB per connection); returns why not, if not."""
     try:
         import matplotlib
 
@@ -1420,66 +1423,205 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
     except ImportError:
         return "matplotlib is not importable (pip install matplotlib); no chart written"
     summary = results["summary"]
-    # Workloads with a throughput (top) and a server CPU panel (bottom) first, then W5.
-    wls = ([w for w in summary if not WORKLOADS[w].idle and summary[w]]
-           + [w for w in summary if WORKLOADS[w].idle and summary[w]])
-    cols = len(wls)
-    if cols == 0:
+    # Workloads with a throughput and a server CPU panel first (in pairs, two to a row), then W5's one.
+    wls = [w for w in summary if summary[w] and _chart_mode(results, w) != "idle"]
+    wls += [w for w in summary if summary[w] and _chart_mode(results, w) == "idle"]
+    if not wls:
         return "no results to chart"
-    fig, axes = plt.subplots(2, cols, figsize=(3.2 * cols, 6.5), squeeze=False)
-    palette = ("tab:green", "tab:blue", "tab:purple", "tab:gray", "tab:olive", "tab:orange", "tab:brown",
-               "tab:cyan", "tab:red", "tab:pink", "black", "gold")
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(SERVERS)}
-    for col, w in enumerate(wls):
-        mode = WORKLOADS[w].mode
-        # W7's lost datagrams go under the bars, with each server's name.
-        ticks = ({s: f"{s}\nlost {num(v['lost']['median'])}" for s, v in summary[w].items()}
-                 if mode == "udp" else None)
-        for row, (metric, label) in enumerate(CHART_PANELS[mode]):
-            _bars(axes[row][col], summary[w], metric, label, w, colors, ticks)
-        if len(CHART_PANELS[mode]) == 1:
-            axes[1][col].axis("off")
-    m = results["machine"]
-    fig.suptitle(f"gnetpy benchmarks · {m['cpu_model']} · {m['date']} · "
-                 f"median of {results['config']['reps']}, bars show min-max", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = [(w, metric, label) for w in wls for metric, label in CHART_PANELS[_chart_mode(results, w)]]
+    ratios = summary_ratios(results)
+    colors = _server_colors([s for w in wls for s in summary[w]])
+    cols = CHART_COLUMNS
+    rows = -(-len(panels) // cols)
+    top = 1 if ratios else 0
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
+                         "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9}):
+        fig = plt.figure(figsize=(CHART_WIDTH_IN, CHART_SUMMARY_IN * top + CHART_ROW_IN * rows),
+                         layout="constrained")
+        grid = fig.add_gridspec(top + rows, cols,
+                                height_ratios=[CHART_SUMMARY_IN] * top + [CHART_ROW_IN] * rows)
+        if ratios:
+            _summary_panel(fig.add_subplot(grid[0, :]), results, ratios, colors)
+        for i, (w, metric, label) in enumerate(panels):
+            ax = fig.add_subplot(grid[top + i // cols, i % cols])
+            _bars(ax, results, w, metric, label, colors)
+        m = results.get("machine", {})
+        cfg = results.get("config", {})
+        fig.suptitle(
+            f"gnetpy echo benchmarks · {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs · "
+            f"Python {m.get('python', '?')} · {_chart_date(m.get('date'))}\n"
+            f"bars: median of {cfg.get('reps', '?')} run(s) of {cfg.get('duration', 0):g} s per server, "
+            f"whiskers: min-max", fontsize=12)
+        fig.savefig(path, dpi=CHART_DPI, pil_kwargs={"optimize": True})
+        plt.close(fig)
     return None
 
 
-# Per mode: (metric, axis label) for the top panel and, where there is one, the bottom.
+CHART_COLUMNS = 4      # per-workload panels per row: two workloads, throughput then CPU
+CHART_WIDTH_IN = 16.0
+CHART_SUMMARY_IN = 5.5   # the summary panel's height
+CHART_ROW_IN = 3.3       # each row of per-workload panels
+CHART_DPI = 100
+CHART_REFERENCE = "uvloop"   # the summary panel's yardstick
+# Per mode: (metric, panel title) for the throughput panel and the server CPU panel (W5: one panel).
 CHART_PANELS = {
     "load": (("msgs_per_s", "msgs/s (higher is better)"),
-             ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+             ("server_user_us_per_msg", "server user CPU, µs/msg (lower is better)")),
     "churn": (("conns_per_s", "conns/s (higher is better)"),
-              ("server_user_us_per_conn", "server user CPU µs/conn (lower is better)")),
+              ("server_user_us_per_conn", "server user CPU, µs/conn (lower is better)")),
     "udp": (("msgs_per_s", "datagrams/s (higher is better)"),
-            ("server_user_us_per_msg", "server user CPU µs/datagram (lower is better)")),
+            ("server_user_us_per_msg", "server user CPU, µs/datagram (lower is better)")),
     "frames": (("msgs_per_s", "frames/s (higher is better)"),
-               ("server_user_us_per_msg", "server user CPU µs/frame (lower is better)")),
-    "mixed": (("msgs_per_s", "msgs/s, 1% active (higher is better)"),
-              ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+               ("server_user_us_per_msg", "server user CPU, µs/frame (lower is better)")),
+    "mixed": (("msgs_per_s", "msgs/s on the 1% active (higher is better)"),
+              ("server_user_us_per_msg", "server user CPU, µs/msg (lower is better)")),
     "tls": (("msgs_per_s", "TLS msgs/s (higher is better)"),
-            ("server_user_us_per_msg", "server user CPU µs/msg (lower is better)")),
+            ("server_user_us_per_msg", "server user CPU, µs/msg (lower is better)")),
     "tls-churn": (("conns_per_s", "TLS handshakes/s (higher is better)"),
-                  ("server_user_us_per_conn", "server user CPU µs/handshake (lower is better)")),
-    "idle": (("kib_per_conn", "server KiB per idle conn (lower is better)"),),
+                  ("server_user_us_per_conn", "server user CPU, µs/handshake (lower is better)")),
+    "idle": (("kib_per_conn", "server RSS, KiB per idle conn (lower is better)"),),
 }
+# Per mode: the unit of the figure the summary panel compares (COMPARED's last metric).
+SUMMARY_UNITS = {"load": "µs/msg", "idle": "KiB/conn", "churn": "µs/conn", "udp": "µs/datagram",
+                 "frames": "µs/frame", "mixed": "µs/msg", "tls": "µs/msg", "tls-churn": "µs/handshake"}
+# The usual servers keep their colours from chart to chart; any other (W8's, W9's gnetpy-idle, the
+# variants, a --baseline) takes the next free one of CHART_PALETTE in the order it appears.
+CHART_COLORS = {"gnetpy": "tab:green", "gnetpy-pure": "tab:blue", "asyncio": "tab:purple",
+                "uvloop": "tab:gray", "c": "tab:olive"}
+CHART_PALETTE = ("tab:orange", "tab:cyan", "tab:red", "tab:brown", "tab:pink", "gold", "black",
+                 "darkseagreen", "navy", "salmon", "teal", "orchid")
 
 
-def _bars(ax: Any, per_server: dict[str, Any], metric: str, label: str, title: str,
-          colors: dict[str, str], ticks: dict[str, str] | None = None) -> None:
-    names = list(per_server)
+def _chart_mode(results: dict[str, Any], w: str) -> str:
+    """Workload w's mode, from the results themselves where they say (a replotted JSON)."""
+    info = results.get("workloads", {}).get(w)
+    return info["mode"] if info and "mode" in info else WORKLOADS[w].mode
+
+
+def _chart_title(results: dict[str, Any], w: str) -> str:
+    info = results.get("workloads", {}).get(w)
+    return info["title"] if info and "title" in info else WORKLOADS[w].title
+
+
+def _chart_date(date: str | None) -> str:
+    """2026-11-27T23:47:25+00:00 -> 2026-11-27 23:47 UTC (anything else as it is)."""
+    if not date:
+        return "date unknown"
+    with contextlib.suppress(ValueError):
+        d = datetime.datetime.fromisoformat(date)
+        if d.utcoffset() is not None:
+            return d.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return d.strftime("%Y-%m-%d %H:%M")
+    return date
+
+
+def _server_colors(names: Sequence[str]) -> dict[str, str]:
+    """A colour per server: CHART_COLORS', then CHART_PALETTE's in order of appearance."""
+    others = [s for s in dict.fromkeys(names) if s not in CHART_COLORS]
+    return {**CHART_COLORS, **{s: CHART_PALETTE[i % len(CHART_PALETTE)] for i, s in enumerate(others)}}
+
+
+def summary_ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """ratios[workload][server]: the server's median CPU figure (COMPARED's last: user µs per
+    message, connection, ...; W5's KiB per connection) over uvloop's, where uvloop ran."""
+    out: dict[str, dict[str, float]] = {}
+    for w, per_server in results["summary"].items():
+        metric = COMPARED[_chart_mode(results, w)][-1]
+        ref = per_server.get(CHART_REFERENCE, {}).get(metric, {}).get("median")
+        if not ref:
+            continue
+        mine = {srv: s[metric]["median"] / ref for srv, s in per_server.items()
+                if srv != CHART_REFERENCE and metric in s and s[metric]["median"] > 0}
+        if mine:
+            out[w] = mine
+    return out
+
+
+def _summary_panel(ax: Any, results: dict[str, Any], ratios: dict[str, dict[str, float]],
+                   colors: dict[str, str]) -> None:
+    """Diverging bars on a log scale from the line at 1.0 (uvloop): below it, less CPU than uvloop."""
+    from matplotlib.ticker import NullFormatter
+
+    wls = list(ratios)
+    width = 0.8 / max(len(r) for r in ratios.values())
+    shown: dict[str, Any] = {}
+    for x, w in enumerate(wls):
+        servers = list(ratios[w])
+        for i, srv in enumerate(servers):
+            r = ratios[w][srv]
+            pos = x + (i - (len(servers) - 1) / 2) * width
+            bar = ax.bar(pos, r - 1, bottom=1, width=width * 0.92, color=colors[srv],
+                         label=srv if srv not in shown else None)
+            shown.setdefault(srv, bar)
+            ax.annotate(f"{r:.2f}" if r >= 0.1 else f"{r:.3f}", (pos, r), xytext=(0, 3 if r >= 1 else -3),
+                        textcoords="offset points",
+                        ha="center", va="bottom" if r >= 1 else "top", fontsize=8, rotation=90)
+    ax.axhline(1.0, color="black", linewidth=1.2, linestyle="--", label=f"{CHART_REFERENCE} = 1.0")
+    ax.set_yscale("log")
+    values = [r for per in ratios.values() for r in per.values()]
+    lo, hi = min(min(values), 0.5) / 2.2, max(max(values), 2.0) * 2.2
+    ax.set_ylim(lo, hi)
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if lo <= t <= hi]
+    ax.set_yticks(ticks, [f"{t:g}×" for t in ticks])
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="y", which="major", alpha=0.3)
+    labels = []
+    for w in wls:
+        mode = _chart_mode(results, w)
+        ref = results["summary"][w][CHART_REFERENCE][COMPARED[mode][-1]]["median"]
+        labels.append(f"{w}\n{CHART_REFERENCE}:\n{num(ref)} {SUMMARY_UNITS[mode]}")
+    ax.set_xticks(range(len(wls)), labels)
+    ax.set_xlim(-0.6, len(wls) - 0.4)
+    ax.set_ylabel(f"÷ {CHART_REFERENCE}'s (log scale)")
+    ax.set_title(f"Server user CPU per message (or per the unit under each workload; W5: memory per "
+                 f"idle connection) ÷ {CHART_REFERENCE}'s: lower is better, below the dashed line is "
+                 f"cheaper than {CHART_REFERENCE}", fontsize=11, fontweight="bold")
+    ax.legend(loc="center left", bbox_to_anchor=(1.005, 0.5), frameon=False)
+
+
+def _bars(ax: Any, results: dict[str, Any], w: str, metric: str, label: str,
+          colors: dict[str, str]) -> None:
+    """One workload's figure per server: medians, whiskers min-max, each median written above."""
+    per_server = results["summary"][w]
+    names = [s for s in per_server if metric in per_server[s]]
     med = [per_server[s][metric]["median"] for s in names]
     lo = [med[i] - per_server[s][metric]["min"] for i, s in enumerate(names)]
     hi = [per_server[s][metric]["max"] - med[i] for i, s in enumerate(names)]
-    ax.bar([ticks[s] if ticks else s for s in names], med, yerr=[lo, hi], capsize=3,
-           color=[colors[s] for s in names])
+    texts = [num(v) for v in med]
+    lost = _chart_mode(results, w) == "udp" and metric == "msgs_per_s"
+    if lost:   # W7's lost datagrams go under each server's datagrams/s
+        texts = [f"{t}\n{num(per_server[s]['lost']['median'])} lost" if "lost" in per_server[s] else t
+                 for t, s in zip(texts, names)]
+    ax.bar(range(len(names)), med, yerr=[lo, hi], capsize=3, color=[colors[s] for s in names],
+           error_kw={"elinewidth": 1, "ecolor": "0.25"})
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", rotation_mode="anchor")
+    for i, v in enumerate(med):
+        ax.annotate(texts[i], (i, v + hi[i]), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    top = max((v + h for v, h in zip(med, hi)), default=0)
+    ax.set_ylim(0, top * (1.3 if lost else 1.18) if top > 0 else 1)
     ax.yaxis.set_major_formatter(lambda v, _pos: num(v))
-    ax.set_title(f"{title}: {WORKLOADS[title].title}", fontsize=8)
-    ax.set_ylabel(label, fontsize=8)
-    ax.tick_params(labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(textwrap.fill(f"{w}: {_chart_title(results, w)}", width=44) + f"\n{label}", fontsize=10)
+
+
+def replot(path: Path) -> int:
+    """Redraw the chart of a results JSON (PATH.json -> PATH.png beside it) without running anything."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        print(f"--replot {path}: {e}", file=sys.stderr)
+        return 1
+    if not isinstance(results, dict) or not isinstance(results.get("summary"), dict):
+        print(f"--replot {path}: not a results JSON of this harness (no 'summary')", file=sys.stderr)
+        return 1
+    out = path.with_suffix(".png")
+    why_not = write_chart(out, results)
+    if why_not:
+        print(f"No chart: {why_not}", file=sys.stderr)
+        return 1
+    print(f"Wrote {out}")
+    return 0
 
 
 # ---- the whole run --------------------------------------------------------
@@ -1680,7 +1822,8 @@ def parse_args(argv: list[str] | None) -> Config:
         prog="gnetpy bench",
         description="Echo benchmarks: gnetpy vs asyncio, uvloop and a C epoll server.",
         epilog="--scaling runs the multi-core scaling benchmark instead (benchmarks/scaling.py; "
-               "`--scaling --help` for its options).",
+               "`--scaling --help` for its options).  --replot RESULTS.json redraws that run's "
+               "chart (RESULTS.png beside it) without running anything.",
     )
     p.add_argument("--quick", action="store_true",
                    help="1 repetition, 2 s runs, short warm-up, 2000 idle conns; "
@@ -1761,6 +1904,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import scaling
 
         return scaling.main(argv)
+    if argv[:1] == ["--replot"]:   # redraw a results JSON's chart; nothing is run
+        if len(argv) != 2:
+            print("usage: harness.py --replot RESULTS.json   (writes RESULTS.png beside it)", file=sys.stderr)
+            return 2
+        return replot(Path(argv[1]))
     cfg = parse_args(argv)
     try:
         with sigterm_unwinds():

@@ -25,7 +25,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import harness, scaling  # noqa: E402
+from benchmarks import harness, readme_table, scaling  # noqa: E402
+
+# These tests compile the C load generators and drive real servers through the harness: CI runs
+# them in its first (compiled) pass only, `-m "not bench"` in the others (.ci/run says why).
+pytestmark = pytest.mark.bench
 
 TINY_RUN = ["--reps", "1", "--duration", "0.5", "--warmup", "0.2",
             "--workloads", "W1,W5", "--idle-conns", "200"]
@@ -333,6 +337,106 @@ def test_chart_skipped_with_a_message_without_matplotlib(tmp_path: Path,
     why_not = harness.write_chart(tmp_path / "chart.png", {})
     assert why_not and "matplotlib is not importable" in why_not
     assert not (tmp_path / "chart.png").exists()
+
+
+def synthetic_results() -> dict:
+    """A small results JSON of the harness's shape: W1 (all five servers), W5, W8 (no plain gnetpy)."""
+    def fig(median: float) -> dict:
+        return {"median": median, "min": median * 0.9, "max": median * 1.1}
+
+    def load(msgs: float, user: float) -> dict:
+        return {"msgs_per_s": fig(msgs), "server_user_us_per_msg": fig(user), "runs": 3, "ratios": {}}
+
+    return {
+        "machine": {"cpu_model": "Test CPU", "cpu_count": 2, "kernel": "6.1.0", "python": "3.11.7",
+                    "python_implementation": "CPython", "uvloop": "0.22.1",
+                    "date": "2026-01-02T03:04:05+00:00"},
+        "config": {"quick": False, "reps": 3, "duration": 2.0, "warmup": 0.5, "idle_conns": 500,
+                   "workloads": ["W1", "W5", "W8"],
+                   "servers": ["gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c", "gnetpy-codec",
+                               "gnetpy-frames"], "unix": False},
+        "workloads": {w: {"name": w, "title": harness.WORKLOADS[w].title, "mode": harness.WORKLOADS[w].mode}
+                      for w in ("W1", "W5", "W8")},
+        "summary": {
+            "W1": {"gnetpy": load(1000, 0.5), "gnetpy-pure": load(900, 0.75), "asyncio": load(800, 2.0),
+                   "uvloop": load(1000, 1.0), "c": load(1200, 0.125)},
+            "W5": {s: {"kib_per_conn": fig(k), "runs": 3, "connections": 500, "ratios": {}}
+                   for s, k in (("gnetpy", 0.5), ("asyncio", 1.5), ("uvloop", 1.25))},
+            "W8": {"asyncio": load(100, 1.5), "uvloop": load(400, 0.8), "gnetpy-codec": load(150, 1.0),
+                   "gnetpy-frames": load(160, 0.9)},
+        },
+    }
+
+
+def test_readme_table_from_a_results_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(synthetic_results()))
+    assert readme_table.main([str(results)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == ("| workload | metric | gnetpy (compiled) | gnetpy (pure) | asyncio | uvloop | C epoll "
+                        "| gnetpy / uvloop |")
+    assert lines[2] == ("| W1 50 conns x 64 B ping-pong | server user µs/msg | 0.500 | 0.750 | 2.00 | 1.00 "
+                        "| 0.125 | 0.50× |")
+    assert lines[3] == ("| W5 idle conns: server RSS per connection | server KiB per idle conn | 0.500 | – "
+                        "| 1.50 | 1.25 | – | 0.40× |")
+    # W8: gnetpy-codec / gnetpy-frames in gnetpy's column, the codec's figure in the ratio.
+    assert lines[4] == ("| W8 50 conns x 4+64 B frames, 16 in flight | server user µs/frame | 1.00 / 0.900 "
+                        "| – | 1.50 | 0.800 | – | 1.25× |")
+    assert lines[5] == ""
+    caption = lines[6]
+    assert caption.startswith("(2026-01-02 03:04 UTC; Test CPU, 2 CPUs, Linux 6.1.0, CPython 3.11.7, "
+                              "uvloop 0.22.1; ")
+    assert ("`python benchmarks/harness.py --reps 3 --duration 2 --warmup 0.5 --idle-conns 500 "
+            "--workloads W1,W5,W8`") in caption
+    assert "W8: gnetpy is gnetpy-codec / gnetpy-frames" in caption and len(lines) == 7
+
+    # The metadata's command wins where there is one.
+    data = synthetic_results()
+    data["command"] = "./bench.sh --full"
+    assert "; `./bench.sh --full`;" in readme_table.caption(data)
+
+
+def test_readme_table_writes_between_the_markers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(synthetic_results()))
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nbefore\n<!-- bench-table:start -->\nold table\n"
+                      "<!-- bench-table:end -->\nafter\n")
+    assert readme_table.main([str(results), "--write", str(readme)]) == 0
+    assert readme_table.main([str(results)]) == 0
+    printed = capsys.readouterr().out
+    assert readme.read_text() == ("# title\n\nbefore\n<!-- bench-table:start -->\n" + printed
+                                  + "<!-- bench-table:end -->\nafter\n")
+    assert readme_table.main([str(results), "--write", str(readme)]) == 0   # idempotent
+    assert readme.read_text().count("| W1 ") == 1
+
+    readme.write_text("# no markers\n")
+    assert readme_table.main([str(results), "--write", str(readme)]) == 1
+    err = capsys.readouterr().err
+    assert "has no <!-- bench-table:start --> and <!-- bench-table:end --> line" in err
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_chart_replotted_from_a_results_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(synthetic_results()))
+    assert harness.main(["--replot", str(results)]) == 0
+    png = tmp_path / "results.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Wrote {png}" in capsys.readouterr().out
+    # W1's gnetpy at 0.5x uvloop, W5's at 0.4x; W8 has no plain gnetpy, W1 no gnetpy-codec.
+    ratios = harness.summary_ratios(synthetic_results())
+    assert ratios["W1"]["gnetpy"] == 0.5 and ratios["W5"]["gnetpy"] == 0.4
+    assert "gnetpy" not in ratios["W8"] and "uvloop" not in ratios["W1"]
+    # Without uvloop there is no summary panel, but still a chart.
+    data = synthetic_results()
+    for per_server in data["summary"].values():
+        per_server.pop("uvloop")
+    assert harness.summary_ratios(data) == {}
+    assert harness.write_chart(tmp_path / "no-uvloop.png", data) is None
+    assert harness.main(["--replot", str(tmp_path / "missing.json")]) == 1
 
 
 # ---- W6 connection churn and W7 UDP echo ----------------------------------

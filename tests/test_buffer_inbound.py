@@ -109,8 +109,8 @@ def received(*chunks: bytes) -> InboundBuffer:
 def test_nothing_buffered_is_one_object_for_every_module_that_tests_for_it() -> None:
     # The loop's inline path tests ``c._src is nothing`` with its own import of NOTHING; in the
     # compiled build each module holds a Final constant of its own: they must be one object.
-    from gnetpy import eventloop, udp
-    assert eventloop.NOTHING is NOTHING and udp.NOTHING is NOTHING and NOTHING is bytes()
+    from gnetpy import eventloop
+    assert eventloop.NOTHING is NOTHING and NOTHING is bytes()
     buf = InboundBuffer(64)
     buf._receive(b"xy")
     buf.next()

@@ -7,11 +7,11 @@ s_client -- are tests/integration/test_tls_sessions.py's.
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
-from gnetpy import tls
+from gnetpy import EventHandler, Options, tls
 
 trustme = pytest.importorskip("trustme")
 
@@ -38,10 +38,20 @@ def test_client_side_names_each_mistake() -> None:
     assert tls.client_side(unchecked, None, "") == (unchecked, None)  # nothing to check: no name needed
 
 
-def handshake_in_memory(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> tuple[Any, Any]:
-    """Both sides of a handshake over memory BIOs: the sessions gnetpy makes, without sockets."""
-    server = tls.wrap(server_ctx, True)
-    client = tls.wrap(client_ctx, False, "localhost")
+@pytest.fixture
+def loop() -> Iterator[Any]:
+    """An event loop that never runs: what a TlsTransport is made for."""
+    from gnetpy.eventloop import EventLoop
+
+    built = EventLoop(0, Options(), EventHandler(), lambda *args: None)
+    yield built
+    built.release()
+
+
+def handshake_in_memory(loop: Any, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> tuple[Any, Any]:
+    """Both sides of a handshake over memory BIOs: the transports gnetpy makes, without sockets."""
+    server = tls.TlsTransport(loop, server_ctx, True)
+    client = tls.TlsTransport(loop, client_ctx, False, "localhost")
     for _ in range(10):
         done = 0
         for side, other in ((client, server), (server, client)):
@@ -56,7 +66,7 @@ def handshake_in_memory(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) 
     raise AssertionError("the handshake did not finish")
 
 
-def test_tls_info_is_a_snapshot_of_the_session() -> None:
+def test_tls_info_is_a_snapshot_of_the_session(loop: Any) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_ctx)
@@ -64,7 +74,7 @@ def test_tls_info_is_a_snapshot_of_the_session() -> None:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     client_ctx.set_alpn_protocols(["h2"])
-    server, client = handshake_in_memory(server_ctx, client_ctx)
+    server, client = handshake_in_memory(loop, server_ctx, client_ctx)
     info = tls.TlsInfo(client.sslobj)
     assert info.version() == "TLSv1.3" and info.selected_alpn_protocol() == "h2"
     assert info.cipher() == client.sslobj.cipher()

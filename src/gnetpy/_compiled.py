@@ -21,15 +21,17 @@ import warnings
 from types import ModuleType
 from typing import Literal, Mapping, Sequence
 
-# The hot path of every message (the loop, the connection and its buffers, opening and
-# closing), TLS and UDP: what mypyc compiles.  Modules outside this list stay interpreted.
+# The hot path of every message (the loop, the connection and its buffers), the loop's
+# components, TLS and UDP: what mypyc compiles.  Modules outside this list stay interpreted.
 # tls and udp are here because TlsConn and DatagramConn subclass the compiled Conn: left
 # interpreted, their every read of a Conn slot goes through a getset descriptor that CPython
-# does not specialise (W10 ran at 6.50 user µs/msg compiled against 4.90 pure; 4.60 with tls
-# compiled).  framing is the codecs' per-frame work; codec.py, their public face, is not
+# does not specialise (W10 was slower compiled than pure: docs/architecture.md).  closing,
+# frames and limits are the loop's components.  runloop stays interpreted: it runs once per
+# loop, and its frames are what running_callback walks to name a callback that blocks.
+# framing is the codecs' per-frame work; codec.py, their public face, is not
 # compiled: mypyc's argument checks on entry would replace the constructors' messages that
-# name the argument (framing.py's docstring; docs/architecture.md, "UDP (W7), frames (W8)").
-COMPILED_MODULES = ("buffer", "conn", "eventloop", "lifecycle", "tls", "udp", "framing")
+# name the argument (framing.py's docstring; benchmarks/results/2026-11-27-udp-frames.md).
+COMPILED_MODULES = ("buffer", "conn", "eventloop", "closing", "frames", "limits", "tls", "udp", "framing")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
 # of non-blocking sockets that keep the GIL, and epoll_wait.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)

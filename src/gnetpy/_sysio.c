@@ -2,7 +2,8 @@
    releasing the GIL; recvfrom and sendto likewise; epoll_wait.
 
    os.read/os.write release the GIL around every system call (a mutex and a condition
-   variable, ~400 instructions each way: a sixth of a small message's cost, compiled).
+   variable each way: a large share of a small message's cost, compiled; measured in
+   benchmarks/results/2026-11-27-compiled-accelerator.md).
    A read or write of a non-blocking socket never waits, so holding the GIL through it
    costs other threads nothing they would notice.  Same results and errors as os.read
    and os.write (BlockingIOError for EAGAIN, OSError with errno; EINTR retried after the
@@ -12,8 +13,8 @@
    recvfrom and sendto do the same for a datagram socket, and one thing more: the peer's
    address stays the kernel's struct sockaddr, as bytes.  socket.recvfrom turns it into a
    (host, port) tuple for every datagram (inet_ntop, which formats with sprintf) and
-   socket.sendto parses the tuple back (PyArg_ParseTuple, inet_pton): together about 4,000
-   of W7's 11,000 instructions per datagram.  The bytes serve as the peer's key and as the
+   socket.sendto parses the tuple back (PyArg_ParseTuple, inet_pton): together a third of
+   W7's instructions per datagram (benchmarks/results/2026-11-27-udp-frames.md).  The bytes serve as the peer's key and as the
    reply's destination; udp.py makes the tuple once per peer (syscalls.sockaddr_to_addr).
 
    epoll_wait is select.epoll.poll, GIL release included, with its list built cheaper (below). */
@@ -25,7 +26,22 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+
+/* The calls below go to the kernel through syscall(2), not libc's read and write: in a
+   process with threads those are cancellation points, which wrap every call in two more
+   (asynchronous cancellation on, then off) -- work for pthread_cancel, which nothing here
+   uses.  Same system call, same return value and errno. */
+#define SYS_READ(fd, buf, n) ((ssize_t)syscall(SYS_read, (fd), (buf), (n)))
+#define SYS_WRITE(fd, buf, n) ((ssize_t)syscall(SYS_write, (fd), (buf), (n)))
+#if defined(SYS_recvfrom) && defined(SYS_sendto)
+#define SYS_RECVFROM(fd, buf, n, from, len) ((ssize_t)syscall(SYS_recvfrom, (fd), (buf), (n), 0, (from), (len)))
+#define SYS_SENDTO(fd, buf, n, to, len) ((ssize_t)syscall(SYS_sendto, (fd), (buf), (n), 0, (to), (len)))
+#else  /* no such system calls on this architecture (socketcall): libc's */
+#define SYS_RECVFROM(fd, buf, n, from, len) recvfrom((fd), (buf), (n), 0, (from), (len))
+#define SYS_SENDTO(fd, buf, n, to, len) sendto((fd), (buf), (n), 0, (to), (len))
+#endif
 
 /* Where read and recvfrom receive: what arrived is copied out into a bytes of its own
    size, so the buffer a read may need (64 KiB for a datagram) is not allocated and shrunk
@@ -70,7 +86,7 @@ static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
            which for CPython's small objects is a second allocation and a copy.  Larger reads
            go straight into their bytes: copying them again would cost more than the shrink. */
         ssize_t r;
-        while ((r = read(fd, received, (size_t)n)) < 0) {
+        while ((r = SYS_READ(fd, received, (size_t)n)) < 0) {
             if (failed() != 0) return NULL;
         }
         return PyBytes_FromStringAndSize(received, r);
@@ -78,7 +94,7 @@ static PyObject *sysio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
     if (buf == NULL) return NULL;
     ssize_t r;
-    while ((r = read(fd, PyBytes_AS_STRING(buf), (size_t)n)) < 0) {
+    while ((r = SYS_READ(fd, PyBytes_AS_STRING(buf), (size_t)n)) < 0) {
         if (failed() != 0) { Py_DECREF(buf); return NULL; }
     }
     if (r != n && _PyBytes_Resize(&buf, r) < 0) return NULL;
@@ -96,7 +112,7 @@ static PyObject *sysio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     const char *data = exported ? (const char *)view.buf : PyBytes_AS_STRING(args[1]);
     size_t len = exported ? (size_t)view.len : (size_t)PyBytes_GET_SIZE(args[1]);
     ssize_t r;
-    while ((r = write(fd, data, len)) < 0) {
+    while ((r = SYS_WRITE(fd, data, len)) < 0) {
         if (failed() != 0) break;
     }
     if (exported) PyBuffer_Release(&view);
@@ -116,7 +132,7 @@ static PyObject *sysio_recvfrom(PyObject *self, PyObject *const *args, Py_ssize_
     ssize_t r;
     for (;;) {
         fromlen = sizeof(from);
-        r = recvfrom(fd, received, (size_t)n, 0, (struct sockaddr *)&from, &fromlen);
+        r = SYS_RECVFROM(fd, received, (size_t)n, (struct sockaddr *)&from, &fromlen);
         if (r >= 0) break;
         if (failed() != 0) return NULL;
     }
@@ -149,7 +165,7 @@ static PyObject *sysio_sendto(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
     ssize_t r;
     for (;;) {
-        r = sendto(fd, view.buf, (size_t)view.len, 0, (struct sockaddr *)&to, tolen);
+        r = SYS_SENDTO(fd, view.buf, (size_t)view.len, (struct sockaddr *)&to, tolen);
         if (r >= 0) break;
         if (failed() != 0) { PyBuffer_Release(&view); return NULL; }
     }
@@ -161,25 +177,64 @@ static PyObject *sysio_sendto(PyObject *self, PyObject *const *args, Py_ssize_t 
    results and errors (timeout in seconds, negative to wait forever, rounded up to
    milliseconds; EINTR retried with what is left of it) and its GIL release around the wait.
    What differs is the cost of the list: built with PyTuple_New and PyLong_FromLong, not
-   Py_BuildValue (a format string parsed per event).  Asking first without waiting and with
+   Py_BuildValue (a format string parsed per event), and its (fd, events) pairs reused: a
+   pair that only ready_list's cache still holds -- the loop has dropped the list it was
+   in -- gets its two items replaced instead of being freed and allocated again, the way
+   CPython's zip and enumerate reuse their result tuples.  Nobody else can see the change
+   (nobody else holds it), and a pair of ints is never part of a cycle, so the collector
+   needs nothing.  Without the GIL (a free-threaded build) two threads could reuse one
+   pair: there every pair is new.  Asking first without waiting and with
    the GIL held (to skip the hand-off under load) measured nothing on W1/W2 -- one hand-off
    per iteration is shared by the events of the iteration -- and would keep other threads
    waiting for the switch interval: not done. */
 #define EVENTS_ON_STACK 256
 
+#define PAIRS_CACHED 1024
+#ifndef Py_GIL_DISABLED
+static PyObject *pairs[PAIRS_CACHED];
+#endif
+
+/* The i-th (fd, events) pair of a result: a cached one nobody holds, refilled, or a new one. */
+static PyObject *pair_of(int i, PyObject *fd, PyObject *mask) {
+#ifndef Py_GIL_DISABLED
+    if (i < PAIRS_CACHED) {
+        PyObject *pair = pairs[i];
+        if (pair != NULL && Py_REFCNT(pair) == 1) {
+            PyObject *old_fd = PyTuple_GET_ITEM(pair, 0), *old_mask = PyTuple_GET_ITEM(pair, 1);
+            PyTuple_SET_ITEM(pair, 0, fd);
+            PyTuple_SET_ITEM(pair, 1, mask);
+            Py_DECREF(old_fd);
+            Py_DECREF(old_mask);
+            Py_INCREF(pair);  /* one reference for the cache, one for the list */
+            return pair;
+        }
+    }
+#endif
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) { Py_DECREF(fd); Py_DECREF(mask); return NULL; }
+    PyTuple_SET_ITEM(pair, 0, fd);
+    PyTuple_SET_ITEM(pair, 1, mask);
+#ifndef Py_GIL_DISABLED
+    if (i < PAIRS_CACHED) {
+        Py_XSETREF(pairs[i], pair);  /* the one it replaces lives on in whoever still holds it */
+        Py_INCREF(pair);
+    }
+#endif
+    return pair;
+}
+
 static PyObject *ready_list(const struct epoll_event *events, int n) {
     PyObject *list = PyList_New(n);
     if (list == NULL) return NULL;
     for (int i = 0; i < n; i++) {
-        PyObject *pair = PyTuple_New(2);
         PyObject *fd = PyLong_FromLong(events[i].data.fd);
         PyObject *mask = PyLong_FromUnsignedLong(events[i].events);
-        if (pair == NULL || fd == NULL || mask == NULL) {
-            Py_XDECREF(pair); Py_XDECREF(fd); Py_XDECREF(mask); Py_DECREF(list);
+        if (fd == NULL || mask == NULL) {
+            Py_XDECREF(fd); Py_XDECREF(mask); Py_DECREF(list);
             return NULL;
         }
-        PyTuple_SET_ITEM(pair, 0, fd);
-        PyTuple_SET_ITEM(pair, 1, mask);
+        PyObject *pair = pair_of(i, fd, mask);
+        if (pair == NULL) { Py_DECREF(list); return NULL; }
         PyList_SET_ITEM(list, i, pair);
     }
     return list;

@@ -85,13 +85,18 @@ class Acceptor:
         self._tls = listener.tls  # an ssl.SSLContext: the sockets it accepts speak TLS
 
     def start(self) -> None:
-        if not self._stopped and not self._held and not self._registered:
+        """Accept (again) -- unless stopped, held, or full (then the room check registers it)."""
+        if not self._stopped and not self._held and not self._full and not self._registered:
             self._poller.register_listener(self.fd, self._exclusive)
             self._registered = True
 
     def stop(self) -> None:
         self._stopped = True
         self._unregister()
+
+    def forget(self) -> None:
+        """In a forked worker: the poller is the parent's copy, closed there; nothing to unregister."""
+        self._registered = False
 
     def hold(self, held: bool) -> None:
         """Stop accepting (True) -- the backlog keeps what arrives -- or accept again (False)."""

@@ -9,11 +9,14 @@ Inbound: who writes what.  The event loop reads once per readiness event,
 with ``os.read``, into a fresh ``bytes`` object and gives it to the buffer
 (``_receive``) just before ``on_traffic``; the handler consumes from it;
 after the callback the loop calls ``_settle``, which keeps what the handler
-left in the buffer's own ``bytearray``.  Those three methods, the consuming
+left in the buffer's own ``bytearray``.  Those three methods, ``_drop``, the consuming
 methods and ``_adapt_read_size`` are the only code that writes the state
-below; the loop's inlined fast path mirrors ``_receive``/``_settle`` (it
-says so where it does, and tests/test_buffer.py checks that both behave the
-same).
+below -- with one exception: the reactor's inlined fast path
+(``EventLoop._poll_loop``) does ``_receive``'s one assignment itself when
+nothing is left over, because a method call there is a measurable part of
+a message in the pure-Python build (docs/architecture.md §8, "The inlined receive"); it
+says so where it does, and tests/test_buffer.py checks that both paths behave
+the same.
 
 The state: ``_src`` is what is readable, consumed up to ``_pos``.
 
@@ -93,12 +96,15 @@ class InboundBuffer:
 
     # The consuming methods are on the hot path of every message: they bind
     # nothing they do not need and, in the common case, allocate nothing.
-    __slots__ = ("_src", "_pos", "_read_size", "_small_reads")
+    # _read_arg is _read_size as the object the loop passes to read(): compiled, the int field
+    # would be boxed anew for every read (neither size is one of CPython's cached small ints).
+    __slots__ = ("_src", "_pos", "_read_size", "_read_arg", "_small_reads")
 
     def __init__(self, read_size: int) -> None:
         self._src: Any = NOTHING
         self._pos = 0
         self._read_size = read_size
+        self._read_arg: Any = read_size
         self._small_reads = 0
 
     # -- the handler's side ----------------------------------------------------
@@ -202,6 +208,11 @@ class InboundBuffer:
         self._pos = 0
         return len(self._src)
 
+    def _drop(self) -> None:
+        """Forget whatever is buffered (a datagram's leftovers: udp.py)."""
+        self._src = NOTHING
+        self._pos = 0
+
     def _adapt_read_size(self, got: int, small: int, large: int) -> None:
         """After a read of ``got`` bytes: grow on a full small read, shrink after small large-mode reads.
 
@@ -215,13 +226,13 @@ class InboundBuffer:
         """
         if self._read_size == small:
             if got == small:
-                self._read_size = large
+                self._read_size = self._read_arg = large
                 self._small_reads = 0
             return
         if got <= small:
             self._small_reads += 1
             if self._small_reads >= SHRINK_AFTER:
-                self._read_size = small
+                self._read_size = self._read_arg = small
 
 
 @mypyc_attr(native_class=False)

@@ -100,7 +100,7 @@ class Client:
         def connect() -> None:
             _dial.Connect(loop, targets, finished, left, context, tls_settings).start()
 
-        if not loop._submit(True, connect):
+        if not loop.submit(True, connect):
             raise EngineStoppedError("the client has stopped")
         done.wait()  # the loop bounds the wait: the dial's timeout, or the loop's stop
         conn, err = outcome[0]

@@ -19,11 +19,11 @@ over the complete frames buffered now, each consumed as it is yielded) and
 **State lives on the connection.**  One codec instance serves every
 connection of an engine, on every event loop thread, so a codec is immutable
 once built: whatever a decoder must remember between two reads of the same
-connection is kept in that connection's ``_codec_state`` attribute (``None``
-on a fresh connection).  Only the delimiter codecs use it.
+connection is kept on that connection (its codec state: none on a fresh
+connection; ``c.reset_codec()`` forgets it).  Only the delimiter codecs use it.
 
-**Delimiter search is linear.**  A delimiter decoder remembers in
-``c._codec_state`` the offset up to which the buffered bytes have already
+**Delimiter search is linear.**  A delimiter decoder remembers on
+the connection the offset up to which the buffered bytes have already
 been searched (less ``len(delimiter) - 1`` bytes, since a delimiter can
 straddle the end of what had arrived).  The next ``decode`` searches only
 from there, so a 10 MiB line arriving one byte at a time is searched once in
@@ -38,7 +38,7 @@ consumed.  Each delimiter codec counts the bytes it examined in
 ``bytes_scanned`` (a statistic for tests and tuning, updated without a lock:
 exact on one thread, approximate when several loops share the codec).
 Consuming bytes from a connection behind its delimiter codec's back leaves a
-stale offset: set ``c._codec_state = None`` after doing so.
+stale offset: call ``c.reset_codec()`` after doing so.
 
 **Limits.**  Every decoder has ``max_frame_length`` (default 1 MiB).  A frame
 over it raises :class:`~gnetpy.errors.TooLongFrameError`, and a corrupt length
@@ -59,15 +59,15 @@ codec's own (framing.py says why the split: mypyc's argument checks).
 they are -- ``c._src`` from offset ``c._pos``, the state ``InboundBuffer``
 keeps (buffer.py) -- and consume only through ``next``/``discard``.  A
 ``peek()`` would make two ``memoryview`` objects per frame (the view, then
-its slice) and must be released before consuming; measured on W8, that was
-about a quarter of the codec's instructions per frame.
+its slice) and must be released before consuming, which W8 measured as a large
+share of the codec's work per frame (benchmarks/results/2026-11-27-udp-frames.md).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from .errors import CodecError
+from .errors import CodecError, TooLongFrameError
 from .framing import (
     ByteOrder,
     CodecConn,
@@ -84,12 +84,14 @@ __all__ = [
     "DEFAULT_MAX_FRAME_LENGTH",
     "BuiltInFrameCodec",
     "CodecConn",
+    "CodecError",
     "DelimiterBasedFrameCodec",
     "FixedLengthFrameCodec",
     "FrameCodec",
     "LengthFieldBasedFrameCodec",
     "LengthFieldPrepender",
     "LineBasedFrameCodec",
+    "TooLongFrameError",
 ]
 
 DEFAULT_MAX_FRAME_LENGTH = 1 << 20  # 1 MiB

@@ -1,14 +1,22 @@
-"""Conn: one connection -- the API a handler sees, over its buffers and socket.
+"""Conn: one connection as a handler sees it -- the base every kind shares, and ``StreamConn``.
 
-Reading is ``InboundBuffer``'s (buffer.py): ``Conn`` extends it rather than
-holding one, so that ``next``/``peek`` -- called for every message -- are one
-Python call, not two.  That module says who may write the inbound state and
-when.
+Kinds.  ``Conn`` is the public type and holds what every connection has: the
+inbound bytes (``InboundBuffer``, which it extends so that ``next``/``peek``
+cost one Python call), identity and addresses, ``context``, the calls safe
+from any thread (``async_write``, ``wake``, ``close``) and ``reset_codec``.
+Each kind adds its own part in a subclass: ``StreamConn`` (TCP and unix
+streams: the write queue, backpressure, socket options), ``tls.TlsConn`` (a
+stream whose bytes on the wire are TLS records) and ``udp.DatagramConn`` (a
+peer of a datagram socket).  An operation a kind cannot do is refused in one
+place, ``_refuse``, with the reason its class gives in ``_REFUSED``.
 
-Writing.  ``write`` goes straight to the socket while nothing is queued;
-what the kernel does not take is queued (see ``buffer.OutboundBuffer``) and
-flushed by the loop when the socket is writable.  ``_out`` is the empty tuple
-until something is queued, so an idle connection carries no buffer.
+How a connection reaches its loop: only through the loop's internal interface
+(eventloop.py, "The connections' side") -- never its attributes.
+
+Writing (streams).  ``write`` goes straight to the socket while nothing is
+queued; what the kernel does not take is queued (``buffer.OutboundBuffer``)
+and flushed by the loop when the socket is writable.  ``_out`` is the empty
+tuple until something is queued, so an idle connection carries no buffer.
 ``write`` is on the hot path of every message: it binds nothing it does not
 need and, in the common case, allocates nothing.
 
@@ -26,12 +34,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Final, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Final, Iterable, NoReturn, Optional
 
 from . import sockopts, syscalls
 from .address import AddrInfo, format_addr
-from .buffer import IOV_MAX, NOTHING, InboundBuffer, OutboundBuffer
-from .errors import ConnClosedError, EngineStoppedError, UnsupportedProtocolError
+from .buffer import IOV_MAX, InboundBuffer, OutboundBuffer
+from .errors import ConnClosedError, EngineStoppedError, UnsupportedOperationError, UnsupportedProtocolError
 from .state import CLOSED, OPEN, ConnState
 
 try:  # mypyc's class attributes; without mypy_extensions installed (pure Python) they change nothing
@@ -41,7 +49,7 @@ except ImportError:  # pragma: no cover
         return lambda cls: cls
 
 if TYPE_CHECKING:
-    from .eventloop import EventLoop
+    from .loopapi import LoopServices
 
 Callback = Optional[Callable[["Conn", Optional[BaseException]], Any]]
 
@@ -49,27 +57,27 @@ _NOTHING_QUEUED: Any = ()
 # A non-blocking socket: no GIL hand-off where _sysio is built.  Final: a C static when
 # compiled, not a module-dict lookup per write (buffer.NOTHING says more).
 _write: Final = syscalls.write
-# Why reading is paused (Conn._paused, a bit set): reading resumes when it is 0.
+# Why reading is paused (StreamConn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()
 PAUSED_BY_FRAMES = 4  # the codec's frame budget ran out: buffered frames wait for the next iteration
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # TlsConn, DatagramConn (and users') subclass it
+@mypyc_attr(allow_interpreted_subclasses=True)  # the kinds below subclass it
 class Conn(InboundBuffer):
-    __slots__ = ("_fd", "_sock", "_loop", "_out", "_state", "_err", "_remote", "_local", "_close_callbacks",
-                 "_seen", "_paused", "_codec_state", "_tls", "context", "__weakref__")
+    """A connection: what every kind has (see the module docstring)."""
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, remote: Any, read_size: int) -> None:
-        # InboundBuffer.__init__, inlined: one Python call less per connection.
-        self._src = NOTHING
-        self._pos = 0
-        self._read_size = read_size
-        self._small_reads = 0
+    __slots__ = ("_fd", "_sock", "_loop", "_state", "_err", "_remote", "_local", "_close_callbacks", "_seen",
+                 "_codec_state", "context", "__weakref__")
+
+    # What this kind cannot do: operation -> (error class, why), for _refuse.
+    _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {}
+
+    def __init__(self, loop: LoopServices, sock: socket.socket, remote: Any, read_size: int) -> None:
+        InboundBuffer.__init__(self, read_size)
         self._fd = sock.fileno()
         self._sock = sock
         self._loop = loop
-        self._out: Any = _NOTHING_QUEUED  # an OutboundBuffer once something is queued (Any: mypyc checks declared types)
         self._state: ConnState = OPEN
         # An error that has doomed the connection (a failed write); the loop
         # closes it with this error once the running callback returns.
@@ -78,10 +86,216 @@ class Conn(InboundBuffer):
         self._local: Any = None
         self._close_callbacks: list[Callback] | None = None
         self._seen = 0.0  # when it last read (the loop's clock; idle timeouts: deadlines.py)
-        self._paused = 0  # why reading is off: a set of PAUSED_BY_* bits (0: reading)
         self._codec_state: Any = None  # the codec option's per-connection state (codec.py)
-        self._tls: Any = None  # a TLS connection's TlsSession (tls.py); the reactor tests it per event
         self.context: Any = None
+
+    def _refuse(self, operation: str) -> NoReturn:
+        """Every operation a kind cannot do ends here, with the reason its class gives."""
+        error, why = self._REFUSED.get(operation, (UnsupportedOperationError, "not available"))
+        raise error(f"{operation} on a {self._kind()} connection: {why}")
+
+    def _kind(self) -> str:
+        return "stream"
+
+    # -- the kind's part (each subclass implements what it can) ------------------------
+
+    def write(self, data: Any) -> int:
+        """Send ``data``; returns its size (everything is sent or queued, in order)."""
+        self._refuse("write")
+
+    def writev(self, buffers: Iterable[Any]) -> int:
+        """Write several buffers in one system call (``writev``); returns their total size."""
+        self._refuse("writev")
+
+    def flush(self) -> None:
+        """Send what is queued now rather than when the loop next sees the socket writable."""
+        self._refuse("flush")
+
+    @property
+    def outbound_buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return 0
+
+    def send_to(self, data: Any, addr: Any) -> int:
+        """UDP only: send a datagram to ``addr``."""
+        self._refuse("send_to")
+
+    def async_writev(self, buffers: Iterable[Any], callback: Callback = None) -> None:
+        """``writev`` from any thread; see ``async_write``."""
+        self._refuse("async_writev")
+
+    def pause_reading(self) -> None:
+        """Stop reading from this connection until ``resume_reading()`` (loop-only)."""
+        self._refuse("pause_reading")
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()`` (loop-only)."""
+        self._refuse("resume_reading")
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is off."""
+        return False
+
+    def dup(self) -> int:
+        """A duplicate of the socket's descriptor, owned by the caller."""
+        self._refuse("dup")
+
+    def set_no_delay(self, no_delay: bool = True) -> None:
+        self._refuse("set_no_delay")
+
+    def set_keep_alive(self, idle: float, interval: float | None = None, count: int | None = None) -> None:
+        self._refuse("set_keep_alive")
+
+    def set_read_buffer(self, size: int) -> None:
+        self._refuse("set_read_buffer")
+
+    def set_write_buffer(self, size: int) -> None:
+        self._refuse("set_write_buffer")
+
+    def set_linger(self, seconds: int | None) -> None:
+        self._refuse("set_linger")
+
+    def _end(self, err: BaseException | None) -> None:
+        """On the loop: what ``Action.CLOSE`` (``err`` None) or a callback's exception does to this kind."""
+        raise NotImplementedError
+
+    def _woken(self) -> None:
+        """On the loop: ``wake()``'s ``on_traffic`` for this kind."""
+        raise NotImplementedError
+
+    # -- codecs ------------------------------------------------------------------------
+
+    def reset_codec(self) -> None:
+        """Forget the codec's place in this connection's input (its per-connection state).
+
+        Call it after consuming or discarding buffered bytes by hand when a
+        codec decodes the same connection (``codec.decode(c)`` or the
+        ``codec=`` option): a delimiter codec remembers how far it has
+        searched, and that offset is stale once bytes were taken behind its back.
+        """
+        self._codec_state = None
+
+    # -- safe from any thread -------------------------------------------------
+
+    def async_write(self, data: Any, callback: Callback = None) -> None:
+        """Write ``data`` from any thread; ``callback(conn, err)`` runs on the loop once it is written or queued.
+
+        Bounded: while what this connection has waiting -- queued, or handed
+        to the loop and not yet written -- is at ``async_write_limit`` (16 MiB)
+        or more, it raises ``LimitExceededError`` instead of taking more: a
+        peer that does not read cannot make a producing thread fill memory.
+        Wait for the callback of an earlier write (or ``on_drained``) first.
+        """
+        if data.__class__ is not bytes:
+            data = bytes(data)  # the caller may reuse its buffer as soon as we return
+        size = len(data)
+        self._loop.reserve_async(self, size)
+        if not self._submit(True, callback, self._write_on_loop, data, callback, size):
+            self._loop.release_async(self, size)
+
+    def wake(self, callback: Callback = None) -> None:
+        """Run ``on_traffic`` on the loop even though no data arrived."""
+        self._submit(False, callback, self._wake_on_loop, callback)
+
+    def close(self, callback: Callback = None) -> None:
+        """Close from any thread, after what is queued has been sent; ``on_close`` gets ``err=None``."""
+        self._submit(False, callback, self._close_on_loop, callback)
+
+    def _submit(self, urgent: bool, callback: Callback, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue a task body for the loop; False (and the callback told, here) once the loop has stopped."""
+        loop = self._loop
+        if loop.submit(urgent, fn, *args):
+            return True
+        if callback is not None:
+            # The loop is gone: tell the callback here, on the caller's thread.
+            try:
+                callback(self, EngineStoppedError(f"event loop {loop.index} has stopped"))
+            except Exception:  # on the caller's thread: its BaseExceptions are its own
+                loop.logger.exception("gnetpy: callback %r raised", callback)
+        return False
+
+    # The task bodies: these run on the loop.
+
+    def _write_on_loop(self, data: bytes, callback: Callback, size: int) -> None:
+        self._loop.release_async(self, size)
+        self._after_write(self.write(data) if self._state == OPEN else -1, callback)
+
+    def _after_write(self, result: int, callback: Callback) -> None:
+        if callback is not None:
+            err = ConnClosedError(f"{self!r} was closed before the write") if result < 0 else self._err
+            self._loop.run_callback(callback, self, err)
+
+    def _wake_on_loop(self, callback: Callback) -> None:
+        if self._state != OPEN:
+            self._loop.run_callback(callback, self, ConnClosedError(f"wake: {self!r} is closed"))
+            return
+        self._woken()
+        self._loop.run_callback(callback, self, None)
+
+    def _close_on_loop(self, callback: Callback) -> None:
+        if self._state == CLOSED:
+            self._loop.run_callback(callback, self, ConnClosedError(f"close: {self!r} is already closed"))
+            return
+        if callback is not None:
+            if self._close_callbacks is None:
+                self._close_callbacks = []
+            self._close_callbacks.append(callback)
+        self._end(None)
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        """The socket's descriptor (-1 once closed)."""
+        return self._fd
+
+    @property
+    def event_loop(self) -> LoopServices:
+        return self._loop
+
+    @property
+    def remote_addr(self) -> AddrInfo:
+        return self._remote
+
+    @property
+    def local_addr(self) -> AddrInfo:
+        if self._local is None and self._state != CLOSED:
+            self._local = format_addr(self._sock.getsockname())
+        return self._local
+
+    @property
+    def tls(self) -> Any:
+        """None for a plain connection; a TLS one's session facts (``version()``, ``cipher()``...): tls.TlsInfo."""
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._state == CLOSED
+
+    def _check_open(self, what: str) -> None:
+        if self._state == CLOSED:
+            raise ConnClosedError(f"{what} on a closed connection ({self!r})")
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} fd={self._fd} {self._state.name.lower()} remote={self._remote!r} "
+                f"loop={self._loop.index}>")
+
+
+class StreamConn(Conn):
+    """A TCP or unix stream connection: the write queue, backpressure, socket options."""
+
+    __slots__ = ("_out", "_paused", "_tls")
+
+    _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
+        "send_to": (UnsupportedProtocolError, "send_to is for UDP connections (use write)"),
+    }
+
+    def __init__(self, loop: LoopServices, sock: socket.socket, remote: Any, read_size: int) -> None:
+        Conn.__init__(self, loop, sock, remote, read_size)
+        self._out: Any = _NOTHING_QUEUED  # an OutboundBuffer once something is queued (Any: mypyc checks types)
+        self._paused = 0  # why reading is off: a set of PAUSED_BY_* bits (0: reading)
+        self._tls: Any = None  # a TLS connection's TlsTransport (tls.py); the reactor tests it per event
 
     # -- outbound -----------------------------------------------------------
 
@@ -134,47 +348,29 @@ class Conn(InboundBuffer):
     def flush(self) -> None:
         """Try to send the queued bytes now rather than when the loop next sees the socket writable."""
         if self._out and self._state != CLOSED:
-            self._loop._flush(self)
+            self._loop.flush_conn(self)
 
-    def pause_reading(self) -> None:
-        """Stop reading from this connection until ``resume_reading()`` (loop-only).
+    def async_writev(self, buffers: Iterable[Any], callback: Callback = None) -> None:
+        """``writev`` from any thread; see ``async_write``."""
+        snapshot = [piece if piece.__class__ is bytes else bytes(piece) for piece in buffers]
+        size = sum(len(piece) for piece in snapshot)
+        self._loop.reserve_async(self, size)
+        if not self._submit(True, callback, self._writev_on_loop, snapshot, callback, size):
+            self._loop.release_async(self, size)
 
-        The loop also stops reading on its own while the outbound queue is
-        above ``write_high_water`` (a peer that does not read must not make us
-        buffer without bound) and resumes under ``write_low_water``, calling
-        ``on_drained(c)``.  The two are independent: reading resumes when
-        neither holds it.  A relay pauses one side while the other's queue is
-        full, and resumes it from the other's ``on_drained`` (examples/proxy.py).
-        """
-        self._check_open("pause_reading")
-        self._loop._pause_reading(self, PAUSED_BY_USER)
-
-    def resume_reading(self) -> None:
-        """Undo ``pause_reading()`` (loop-only); bytes that arrived meanwhile are delivered then."""
-        self._check_open("resume_reading")
-        self._loop._resume_reading(self, PAUSED_BY_USER)
-
-    @property
-    def reading_paused(self) -> bool:
-        """True while reading is off (``pause_reading()``, the outbound queue above its high-water mark, or --
-        with a codec -- frames already read waiting for the next loop iteration: ``frame_budget``)."""
-        return bool(self._paused)
-
-    def send_to(self, data: Any, addr: Any) -> int:
-        """UDP only: send a datagram to ``addr``."""
-        raise UnsupportedProtocolError("send_to is for UDP connections; this one is a stream (use write)")
+    def _writev_on_loop(self, pieces: list[bytes], callback: Callback, size: int) -> None:
+        self._loop.release_async(self, size)
+        self._after_write(self.writev(pieces) if self._state == OPEN else -1, callback)
 
     def _queue(self, data: Any) -> int:
         if self._state != OPEN:
             return self._write_failed(None)
         out = self._out
-        if not out:
-            if out is _NOTHING_QUEUED:
-                out = self._out = OutboundBuffer(self._loop._write_chunk)
-            self._loop._want_write(self)
+        if out is _NOTHING_QUEUED:
+            out = self._out = self._loop.new_outbound()
+        was_empty = not out
         size = out.append_data(data)
-        if out.nbytes > self._loop._high_water and not self._paused & PAUSED_BY_QUEUE:
-            self._loop._pause_reading(self, PAUSED_BY_QUEUE)  # backpressure: see pause_reading
+        self._loop.queued(self, was_empty)  # want-write on the first bytes; backpressure past the mark
         return size
 
     def _queue_rest(self, data: Any, sent: int) -> int:
@@ -188,116 +384,44 @@ class Conn(InboundBuffer):
             raise ConnClosedError(f"write on a closed connection ({self!r})")
         if exc is not None and self._err is None:
             self._err = exc
-            self._loop._doom(self)
+            self._loop.doom(self)
         return 0
 
-    # -- safe from any thread -------------------------------------------------
+    # -- reading paused and resumed ------------------------------------------------
 
-    def async_write(self, data: Any, callback: Callback = None) -> None:
-        """Write ``data`` from any thread; ``callback(conn, err)`` runs on the loop once it is written or queued.
+    def pause_reading(self) -> None:
+        """Stop reading from this connection until ``resume_reading()`` (loop-only).
 
-        Bounded: while what this connection has waiting -- queued, or handed
-        to the loop and not yet written -- is at ``async_write_limit`` (16 MiB)
-        or more, it raises ``LimitExceededError`` instead of taking more: a
-        peer that does not read cannot make a producing thread fill memory.
-        Wait for the callback of an earlier write (or ``on_drained``) first.
+        The loop also stops reading on its own while the outbound queue is
+        above ``write_high_water`` (a peer that does not read must not make us
+        buffer without bound) and resumes under ``write_low_water``, calling
+        ``on_drained(c)``.  The two are independent: reading resumes when
+        neither holds it.  A relay pauses one side while the other's queue is
+        full, and resumes it from the other's ``on_drained`` (examples/proxy.py).
         """
-        if data.__class__ is not bytes:
-            data = bytes(data)  # the caller may reuse its buffer as soon as we return
-        size = len(data)
-        self._loop._reserve_async(self, size)
-        if not self._submit(True, callback, self._write_on_loop, data, callback, size):
-            self._loop._release_async(self, size)
+        self._check_open("pause_reading")
+        self._loop.pause_reading(self, PAUSED_BY_USER)
 
-    def async_writev(self, buffers: Iterable[Any], callback: Callback = None) -> None:
-        """``writev`` from any thread; see ``async_write``."""
-        snapshot = [piece if piece.__class__ is bytes else bytes(piece) for piece in buffers]
-        size = sum(len(piece) for piece in snapshot)
-        self._loop._reserve_async(self, size)
-        if not self._submit(True, callback, self._writev_on_loop, snapshot, callback, size):
-            self._loop._release_async(self, size)
-
-    def wake(self, callback: Callback = None) -> None:
-        """Run ``on_traffic`` on the loop even though no data arrived."""
-        self._submit(False, callback, self._wake_on_loop, callback)
-
-    def close(self, callback: Callback = None) -> None:
-        """Close from any thread, after what is queued has been sent; ``on_close`` gets ``err=None``."""
-        self._submit(False, callback, self._close_on_loop, callback)
-
-    def _submit(self, urgent: bool, callback: Callback, fn: Callable[..., Any], *args: Any) -> bool:
-        """Queue a task body for the loop; False (and the callback told, here) once the loop has stopped."""
-        if self._loop._submit(urgent, fn, *args):
-            return True
-        if callback is not None:
-            # The loop is gone: tell the callback here, on the caller's thread.
-            try:
-                callback(self, EngineStoppedError(f"event loop {self._loop.index} has stopped"))
-            except Exception:  # on the caller's thread: its BaseExceptions are its own
-                self._loop._logger.exception("gnetpy: callback %r raised", callback)
-        return False
-
-    # The task bodies: these run on the loop.
-
-    def _write_on_loop(self, data: bytes, callback: Callback, size: int) -> None:
-        self._loop._release_async(self, size)
-        self._after_write(self.write(data) if self._state == OPEN else -1, callback)
-
-    def _writev_on_loop(self, pieces: list[bytes], callback: Callback, size: int) -> None:
-        self._loop._release_async(self, size)
-        self._after_write(self.writev(pieces) if self._state == OPEN else -1, callback)
-
-    def _after_write(self, result: int, callback: Callback) -> None:
-        if callback is not None:
-            err = ConnClosedError(f"{self!r} was closed before the write") if result < 0 else self._err
-            self._loop._run_callback(callback, self, err)
-
-    def _wake_on_loop(self, callback: Callback) -> None:
-        if self._state != OPEN:
-            self._loop._run_callback(callback, self, ConnClosedError(f"wake: {self!r} is closed"))
-            return
-        self._loop._deliver(self, b"")
-        self._loop._run_callback(callback, self, None)
-
-    def _close_on_loop(self, callback: Callback) -> None:
-        if self._state == CLOSED:
-            self._loop._run_callback(callback, self, ConnClosedError(f"close: {self!r} is already closed"))
-            return
-        if callback is not None:
-            if self._close_callbacks is None:
-                self._close_callbacks = []
-            self._close_callbacks.append(callback)
-        self._loop._close(self, None, True)
-
-    # -- identity and socket options -----------------------------------------
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading()`` (loop-only); bytes that arrived meanwhile are delivered then."""
+        self._check_open("resume_reading")
+        self._loop.resume_reading(self, PAUSED_BY_USER)
 
     @property
-    def fd(self) -> int:
-        """The socket's descriptor (-1 once closed)."""
-        return self._fd
+    def reading_paused(self) -> bool:
+        """True while reading is off (``pause_reading()``, the outbound queue above its high-water mark, or --
+        with a codec -- frames already read waiting for the next loop iteration: ``frame_budget``)."""
+        return bool(self._paused)
 
-    @property
-    def event_loop(self) -> EventLoop:
-        return self._loop
+    # -- the loop's side -----------------------------------------------------------------
 
-    @property
-    def remote_addr(self) -> AddrInfo:
-        return self._remote
+    def _end(self, err: BaseException | None) -> None:
+        self._loop.close_conn(self, err, True)  # graceful: what was written is delivered first
 
-    @property
-    def local_addr(self) -> AddrInfo:
-        if self._local is None and self._state != CLOSED:
-            self._local = format_addr(self._sock.getsockname())
-        return self._local
+    def _woken(self) -> None:
+        self._loop.deliver(self, b"")
 
-    @property
-    def tls(self) -> Any:
-        """None for a plain connection; a TLS one's session facts (``version()``, ``cipher()``...): tls.TlsInfo."""
-        return None
-
-    @property
-    def closed(self) -> bool:
-        return self._state == CLOSED
+    # -- socket options -------------------------------------------------------------------
 
     def dup(self) -> int:
         """A duplicate of the socket's descriptor, owned by the caller (it shares the non-blocking flag)."""
@@ -326,17 +450,10 @@ class Conn(InboundBuffer):
         self._check_open("set_linger")
         sockopts.set_linger(self._sock, seconds)
 
-    def _check_open(self, what: str) -> None:
-        if self._state == CLOSED:
-            raise ConnClosedError(f"{what} on a closed connection ({self!r})")
-
     def _check_tcp(self, what: str) -> None:
         self._check_open(what)
         if self._sock.family not in (socket.AF_INET, socket.AF_INET6):
             raise UnsupportedProtocolError(f"{what} is a TCP option; this is a {self._sock.family.name} connection")
-
-    def __repr__(self) -> str:
-        return f"<Conn fd={self._fd} {self._state.name.lower()} remote={self._remote!r} loop={self._loop.index}>"
 
 
 def _nbytes(data: Any) -> int:

@@ -7,8 +7,8 @@ the loop -- by the calling thread for ``Client.dial``, by a short-lived
 blocks.  Then, on the loop:
 
 1. a non-blocking socket ``connect``; TCP answers ``EINPROGRESS`` and the
-   socket is watched for writability (``_watchers``, like every descriptor
-   that is not an open connection);
+   socket is watched for writability (``EventLoop.watch_writable``, like
+   every descriptor that is not an open connection);
 2. writable means the handshake ended: ``SO_ERROR`` says how.  Success makes
    it a ``Conn`` (``on_open`` runs, then the dial's callback); a failure tries
    the next address the name resolved to, then reports the last error;
@@ -36,13 +36,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from . import tls
 from .address import Address, format_addr, is_ip_literal, parse_address
 from .errors import EngineStoppedError, UnsupportedProtocolError
-from .poller import OUT
 from .state import CLOSED
 from .timers import is_delay
 
 if TYPE_CHECKING:
-    from .conn import Conn
-    from .eventloop import EventLoop
+    from .conn import Conn, StreamConn
+    from .loopapi import LoopServices
 
 DialCallback = Callable[[Optional["Conn"], Optional[BaseException]], Any]
 Target = tuple[int, Any]  # (family, sockaddr)
@@ -64,7 +63,7 @@ def check_dial(addr: str, timeout: float | None, ssl_context: Any, server_hostna
     return address, tls.client_side(ssl_context, server_hostname, address.host)
 
 
-def start_dial(loop: EventLoop, addr: str, callback: DialCallback, timeout: float | None, context: Any,
+def start_dial(loop: LoopServices, addr: str, callback: DialCallback, timeout: float | None, context: Any,
                ssl_context: Any = None, server_hostname: str | None = None) -> None:
     """``EventLoop.dial``: check, resolve off the loop if need be, then connect on it."""
     address, tls_settings = check_dial(addr, timeout, ssl_context, server_hostname)
@@ -80,19 +79,19 @@ def start_dial(loop: EventLoop, addr: str, callback: DialCallback, timeout: floa
     resolver = partial(resolve, address.network, address.family, address.host, address.port, address.path)
     if address.network == "unix" or is_ip_literal(address.host):
         targets = resolver()  # no name to look up: nothing blocks
-        if loop._in_loop_thread():
+        if loop.in_loop_thread():
             connect(targets, None)
-        elif not loop._submit(True, connect, targets, None):
+        elif not loop.submit(True, connect, targets, None):
             raise EngineStoppedError(f"event loop {loop.index} has stopped")
     else:
         resolve_in_thread(loop, resolver, connect)
 
 
-def _tell(loop: EventLoop, callback: DialCallback, err: BaseException) -> None:
+def _tell(loop: LoopServices, callback: DialCallback, err: BaseException) -> None:
     try:
         callback(None, err)
     except BaseException as exc:
-        loop._user_raised(exc, f"dial callback {callback!r}")
+        loop.user_raised(exc, f"dial callback {callback!r}")
 
 
 def resolve(network: str, family: int, host: str, port: int, path: str) -> list[Target]:
@@ -106,7 +105,7 @@ def resolve(network: str, family: int, host: str, port: int, path: str) -> list[
     return [(found_family, sockaddr) for found_family, _, _, _, sockaddr in infos]
 
 
-def resolve_in_thread(loop: EventLoop, resolver: Callable[[], list[Target]],
+def resolve_in_thread(loop: LoopServices, resolver: Callable[[], list[Target]],
                       then: Callable[[list[Target] | None, BaseException | None], Any]) -> None:
     """Run ``resolver`` on a short-lived thread and ``then(targets, err)`` back on ``loop``."""
     def work() -> None:
@@ -114,7 +113,7 @@ def resolve_in_thread(loop: EventLoop, resolver: Callable[[], list[Target]],
             targets, err = resolver(), None
         except BaseException as exc:
             targets, err = None, exc
-        if not loop._submit(True, then, targets, err):
+        if not loop.submit(True, then, targets, err):
             then(None, OSError(errno.ECANCELED, f"event loop {loop.index} stopped while resolving"))
 
     threading.Thread(target=work, name="gnetpy-resolve", daemon=True).start()
@@ -126,12 +125,12 @@ class Connect:
     __slots__ = ("_loop", "_targets", "_callback", "_sock", "_timer", "_last_error", "_done", "_retry", "_context",
                  "_tls", "_handshaking")
 
-    def __init__(self, loop: EventLoop, targets: list[Target], callback: DialCallback, timeout: float | None,
+    def __init__(self, loop: LoopServices, targets: list[Target], callback: DialCallback, timeout: float | None,
                  context: Any = None, tls_settings: TlsSettings = None) -> None:
         self._loop = loop
         self._context = context
         self._tls = tls_settings
-        self._handshaking: Conn | None = None  # TLS: connected, the handshake under way
+        self._handshaking: StreamConn | None = None  # TLS: connected, the handshake under way
         self._targets = list(targets)
         self._callback = callback
         self._sock: socket.socket | None = None
@@ -139,11 +138,11 @@ class Connect:
         self._done = False
         self._retry: Any = None
         self._timer = loop.call_later(timeout, self._expire) if timeout is not None else None
-        loop._dials.add(self)
+        loop.add_dial(self)
 
     def start(self) -> None:
         """On the loop: try the first address."""
-        if self._loop._stopping:
+        if self._loop.stopping:
             self._fail(OSError(errno.ECANCELED, f"event loop {self._loop.index} is stopping"))
             return
         self._next()
@@ -165,8 +164,7 @@ class Connect:
                 return
             if code in _IN_PROGRESS:
                 self._sock = sock
-                self._loop._poller.register(sock.fileno(), OUT)
-                self._loop._watchers[sock.fileno()] = self._on_writable
+                self._loop.watch_writable(sock.fileno(), self._on_writable)
                 return
             sock.close()
             if code == errno.EAGAIN and family == socket.AF_UNIX:  # a full backlog: not in progress
@@ -193,17 +191,17 @@ class Connect:
     def _connected(self, sock: socket.socket) -> None:
         if self._tls is None:
             self._finish()
-            session = None
+            transport = None
         else:  # the dial goes on until the handshake is over, under the same timeout
-            session = tls.wrap(self._tls[0], False, self._tls[1])
-            session.on_handshake = self._handshake_over
+            transport = tls.TlsTransport(self._loop, self._tls[0], False, self._tls[1])
+            transport.on_handshake = self._handshake_over
         try:
-            conn = self._loop._enroll(sock, self._context, session)
+            conn = self._loop.enroll_conn(sock, self._context, transport)
         except BaseException as exc:
             self._finish()
             self._callback_with(None, exc)
             return
-        if session is None:
+        if transport is None:
             self._opened(conn, None)
         elif not self._done:
             self._handshaking = conn
@@ -227,7 +225,8 @@ class Connect:
         if self._done:
             return
         if self._handshaking is not None:  # closing it tells _handshake_over
-            self._loop._close(self._handshaking, TimeoutError("dial timed out during the TLS handshake"), False)
+            self._loop.close_conn(self._handshaking, TimeoutError("dial timed out during the TLS handshake"),
+                                  False)
             return
         self._forget_socket_and_close()
         self._fail(TimeoutError(f"dial timed out ({self._last_error or 'no answer'})"))
@@ -238,7 +237,7 @@ class Connect:
 
     def _finish(self) -> None:
         self._done = True
-        self._loop._dials.discard(self)
+        self._loop.drop_dial(self)
         if self._timer is not None:
             self._timer.cancel()
         if self._retry is not None:
@@ -249,15 +248,14 @@ class Connect:
             self._callback(conn, err)
         except BaseException as exc:
             if conn is not None and not conn.closed:
-                self._loop._callback_raised(conn, exc)
+                self._loop.callback_raised(conn, exc)
             else:
-                self._loop._user_raised(exc, f"dial callback {self._callback!r}")
+                self._loop.user_raised(exc, f"dial callback {self._callback!r}")
 
     def _forget_socket(self) -> socket.socket | None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            self._loop._watchers.pop(sock.fileno(), None)
-            self._loop._poller.unregister(sock.fileno())
+            self._loop.unwatch(sock.fileno())
         return sock
 
     def _forget_socket_and_close(self) -> None:

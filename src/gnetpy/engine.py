@@ -313,8 +313,9 @@ class Engine:
         for i in range(count):
             loops.append(EventLoop(i, self._opts, self._handler, self._loop_wants_stop))
             self._loops = list(loops)  # as each is built: a failure releases the ones before
+        counts = [loop.counts for loop in loops]
         for loop in loops:  # max_inbound_total is over the engine: each loop sees every loop's count
-            loop._inbound_peers = [peer._counts for peer in loops]
+            loop.share_counts(loop.counts, counts)
         for udp_group in self._datagram_listeners:
             for loop, datagrams in zip(loops, udp_group):
                 loop.add_datagram(datagrams)
@@ -357,7 +358,7 @@ class Engine:
     def _hold_accepting_while_no_worker_serves(self, spec: WorkerSpec) -> None:
         """On the main reactor, when a worker starts or stops serving (workers.py, "No worker serving")."""
         reactor = self._main_reactor
-        if reactor is None or not reactor._acceptors:
+        if reactor is None or not reactor.accepts:
             return
         held = not spec.any_serving()
         if held == self._accepting_held:
@@ -371,9 +372,7 @@ class Engine:
             self._logger.info("gnetpy: a worker serves again: accepting")
 
     def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
-        loop = EventLoop(index, self._opts, self._handler, request_stop)
-        loop._tls_contexts = self._tls_contexts
-        return loop
+        return EventLoop(index, self._opts, self._handler, request_stop, self._tls_contexts)
 
     @property
     def _tls_contexts(self) -> list[Any]:

@@ -47,8 +47,9 @@ class TooLongFrameError(CodecError):
 
 
 class LimitExceededError(GnetError):
-    """A bound was reached: a connection's unconsumed input (``max_inbound_buffered``), or the
-    cross-thread writes waiting for a connection above its ``write_high_water``."""
+    """A bound was reached: a connection's unconsumed input (``max_inbound_buffered``), the
+    engine's (``max_inbound_total``), or the cross-thread writes waiting for a connection
+    (``async_write_limit``)."""
 
 
 class UnsupportedOperationError(GnetError):

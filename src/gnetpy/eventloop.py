@@ -1,11 +1,34 @@
-"""EventLoop: one reactor -- poll, dispatch, the read and write paths, tasks, timers.
+"""EventLoop: one reactor, and everything it owns.
 
-Each loop owns its connections outright: every callback of a connection
-runs on its loop, so handlers need no locks for per-connection state.  Other
+Each loop owns its connections outright: every callback of a connection runs
+on its loop, so handlers need no locks for per-connection state.  Other
 threads reach a loop only through its task queue (``async_write``, ``wake``,
 ``close``, ``hand_over`` of accepted sockets, shutdown), which wakes the
 poller.  A loop runs on a thread of its own (``start``) or, in a worker
 process, on the thread that calls ``run``.
+
+One class owns all of a loop's state.  Parts big enough for a module of their
+own are components the loop builds and calls, each with its own state:
+``LoopRunner`` (runloop.py: the thread, start-up, the failure policy),
+``GracefulClose`` (closing.py: flushing and lingering connections),
+``FrameDispatcher`` (frames.py: the codec option), ``InboundLimit`` and
+``AsyncWriteLimit`` (limits.py), the poller, the task queue, the timer heap
+and the deadline keepers.
+
+The internal interface.  Connections (conn.py, tls.py, udp.py), dials
+(dial.py) and the components reach the loop only through the methods below
+under "The connections' side" -- never its attributes, which are this
+module's alone.  In short: ``close_conn``, ``finish_close``, ``deliver``,
+``act``/``callback_raised``/``user_raised`` (what a callback's outcome
+means, one policy for every kind), ``open_conn``/``closed_conn``,
+``new_outbound``/``queued``/``flush_conn``/``doom`` (the write path),
+``pause_reading``/``resume_reading``, ``submit``, ``run_callback``,
+``watch``/``unwatch``/``route``/``set_interest`` (descriptors that are not
+open connections), ``read_again``/``write_again`` (edge-triggered budgets),
+the TLS handshake's ``handshake_started``/``handshake_done``/
+``handshake_failed``, ``reserve_async``/``release_async``, and the read-only
+facts ``now``, ``edge_triggered``, ``stopping``, ``options``, ``handler``,
+``logger``, ``counts``, ``traffic``.
 
 The dispatch loop (``_poll_loop``) is the hot path of the whole library and
 is written for speed rather than elegance: everything it touches is bound to
@@ -14,45 +37,49 @@ the common case -- a readable connection with nothing left over from before
 -- is handled inline without a method call, and nothing is allocated per
 event besides what ``poll`` returns.  Everything else leaves the inline path
 through one method call: other kinds of descriptor (the wake-up descriptor,
-listeners, closing connections) through ``_watchers``, a dict from
-descriptor to the method that serves it; other events on open connections
-through ``_on_event``.
-
-The other parts of ``EventLoop`` are base classes, one concern each (see
-loopbase.py): a connection's life -- open, the handler's actions and
-errors, close -- in lifecycle.py, the graceful close in closing.py, and
-running and stopping the loop itself in runloop.py.
+listeners, closing connections, dials, datagram sockets) through
+``_watchers``, a dict from descriptor to the method that serves it; other
+events on open connections through ``_on_event``.
 """
 
 from __future__ import annotations
 
+import operator
 import socket
 import threading
 import time
+import types
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Final
 
-from . import inherit, syscalls, tls
+from . import inherit, syscalls
 from .acceptor import Acceptor
-from .buffer import NOTHING, SMALL_READ
-from .closing import GracefulClose
-from .conn import PAUSED_BY_QUEUE
+from .address import format_addr
+from .buffer import NOTHING, SMALL_READ, OutboundBuffer
+from .closing import GracefulClose, lingers
+from .conn import PAUSED_BY_QUEUE, StreamConn
 from .counters import Counters, LocalCounters, count
 from .deadlines import FifoDeadlines, IdleWheel
 from .dial import Connect, DialCallback, start_dial
-from .errors import EngineStoppedError
-from .lifecycle import ConnLifecycle
+from .errors import CodecError, ConnClosedError, EngineStoppedError, LimitExceededError
+from .frames import FrameDispatcher
+from .handler import Action
+from .limits import AsyncWriteLimit, InboundLimit
 from .poller import ERR, HUP, IN, OUT, READ_EVENTS, new_poller
 from .runloop import LoopRunner
-from .state import CLOSED, FLUSHING, OPEN
+from .sockopts import configure_accepted, reset_on_close
+from .state import CLOSED, FLUSHING, HANDSHAKING, OPEN, TransitionError, check_transition, close_target
 from .taskqueue import TaskQueue
-from .timers import TimerHandle, TimerHeap, is_delay
+from .timers import TimerHandle, TimerHeap, is_delay, parse_tick
+from .tls import TlsConn, TlsTransport
 from .udp import DatagramListener, DatagramSocket
 from .waker import Waker
 
 if TYPE_CHECKING:
+    import logging
+
     from .acceptor import HandOverTarget
-    from .conn import Conn
+    from .conn import Callback, Conn
     from .handler import EventHandler
     from .listener import Listener
     from .options import Options
@@ -61,94 +88,85 @@ _get_ident = threading.get_ident
 # epoll's event list starts small (Python allocates it on every call) and
 # doubles, up to this, whenever a poll comes back full.
 _MAX_EVENTS_CAP: Final = 8192
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
-    """A reactor.  Public: ``index``, ``execute``, ``call_later``, ``enroll``, ``count_connections``.
+class EventLoop:
+    """A reactor.  Public: ``index``, ``execute``, ``call_later``, ``dial``, ``enroll``, ``count_connections``.
 
     The engine's side (``add_listener``, ``hand_over``, ``start``, ``run``,
     ``shutdown``, ``join``, ``release``, ``runs_on``) is what a worker process
-    implements too (see engine.LoopHandle).
+    implements too (see engine.LoopHandle); the connections' side is the
+    internal interface the module docstring lists.
     """
 
-    def __init__(self, index: int, opts: Options, handler: EventHandler,
-                 request_stop: Callable[..., None]) -> None:
+    def __init__(self, index: int, opts: Options, handler: EventHandler, request_stop: Callable[..., None],
+                 tls_contexts: list[Any] | None = None) -> None:
         self.index = index
         self._opts = opts
         self._logger = opts.log
-        self._handler = handler
+        # Any: compiled, a call through the declared EventHandler would check each callback's
+        # result against its annotation (a TypeError of mypyc's own for an on_tick that returns
+        # None, or an on_open that returns True) before gnetpy's checks could name the mistake.
+        self._handler: Any = handler
         # Ask whoever runs the engine to stop it: request_stop() for
         # Action.SHUTDOWN, request_stop(exc) for a SystemExit in a callback.
         self._request_stop = request_stop
         self._poller = new_poller(opts.poller, opts.edge_triggered)
-        self._edge_triggered = self._poller.edge_triggered
+        self._edge_triggered: bool = self._poller.edge_triggered
         try:
             self._waker = Waker()
         except BaseException:  # out of descriptors, say: leave nothing open behind
             self._poller.close()
             raise
-        inherit.register(self)
+        # What a forked worker must close of this loop (inherit.py holds it weakly).
+        self._fork_guard = inherit.Guard(self, self._forget_in_child)
         self._tasks = TaskQueue(self._waker, self._logger)
-        self._read_size = opts.read_buffer_cap
-        self._small_read = min(SMALL_READ, opts.read_buffer_cap)
-        self._write_chunk = opts.write_buffer_cap
+        self._read_size: int = opts.read_buffer_cap
+        self._small_read: int = min(SMALL_READ, opts.read_buffer_cap)
+        self._write_chunk: int = opts.write_buffer_cap
         self._high_water, self._low_water = opts.water_marks
-        self._max_inbound = opts.max_inbound_buffered
-        self._max_inbound_total = opts.max_inbound_total
-        # Connections that keep unconsumed bytes, and how many (lifecycle._keep_inbound); the
-        # engine's total is the sum of these loops' counters (the engine sets the list).
-        self._holding: dict[Conn, int] = {}
-        self._inbound_peers: list[Counters] = []
-        # With the codec option: connections whose frame budget ran out in this iteration, and
-        # those that wait for their next budget (lifecycle._frames_turn).
-        self._frame_budget = opts.frame_budget
-        self._frame_budget_bytes = opts.frame_budget_bytes
-        self._frames_deferred: dict[int, Conn] = {}
-        self._frames_waiting: dict[int, Conn] = {}
-        # Bytes async_write has accepted for a connection and the loop not yet
-        # written (only connections with some are here), under its own lock:
-        # the writers are other threads.
-        self._async_pending: dict[Conn, int] = {}
-        self._async_lock = threading.Lock()
+        self._counts: Counters = LocalCounters()  # a worker shares them with its parent (share_counts)
+        self._inbound = InboundLimit(opts.max_inbound_buffered, opts.max_inbound_total, self._counts)
+        self._async_writes = AsyncWriteLimit(opts.async_write_limit)
         self._dials: set[Connect] = set()  # connects in progress (dial.py)
-        self._idle = (IdleWheel(opts.idle_timeout, self.call_later, self._idle_expired)
-                      if opts.idle_timeout else None)
-        # What the reactor calls with inbound data: the handler's on_traffic,
-        # or, with the codec option, the frame dispatcher that calls on_frame.
-        self._on_traffic = handler.on_traffic if opts.codec is None else self._dispatch_frames
+        self._idle: IdleWheel | None = (IdleWheel(opts.idle_timeout, self.call_later, self._idle_expired)
+                                        if opts.idle_timeout else None)
+        # What the reactor calls with inbound data: the handler's on_traffic, or, with the
+        # codec option, the frame dispatcher that calls on_frame (frames.py).
+        self._frames: FrameDispatcher | None = None
+        self._on_traffic: Callable[[Any], Any] = handler.on_traffic
+        if opts.codec is not None:
+            self._frames = FrameDispatcher(self, opts.codec, handler, opts.frame_budget, opts.frame_budget_bytes)
+            self._on_traffic = self._frames.dispatch
         self._now = 0.0  # the loop's clock, read once per poll iteration when idle timeouts are on
         # The one event mask served inline by _poll_loop ("readable, nothing
         # else"); -1 serves none.  Edge-triggered events all go through
         # _on_event (read until drained).  Tests set -1 to compare the inline
         # block with the method path it mirrors.
-        self._inline_events = -1 if self._edge_triggered else IN
-        self._conns: dict[int, Conn] = {}  # open connections: the hot path's dict
-        self._closing: dict[int, Conn] = {}  # FLUSHING and LINGERING connections
-        self._close_timeouts = FifoDeadlines(opts.close_timeout, self.call_later, self._close_timed_out)
+        self._inline_events: int = -1 if self._edge_triggered else IN
+        self._conns: dict[int, StreamConn] = {}  # open connections: the hot path's dict
+        self._closer = GracefulClose(self, opts.close_timeout)
         # TLS: handshakes in progress (by descriptor), under tls_handshake_timeout; and
         # the contexts of the engine's TLS addresses (a worker gets an index with a socket).
-        self._handshakes = FifoDeadlines(opts.tls_handshake_timeout, self.call_later,
-                                         partial(tls.handshake_timed_out, self))
-        self._tls_contexts: list[Any] = []
+        self._handshakes = FifoDeadlines(opts.tls_handshake_timeout, self.call_later, self._handshake_timed_out)
+        self._tls_contexts: list[Any] = tls_contexts or []
         self._stop_timer: TimerHandle | None = None  # the stop deadline, once stopping
         self._watchers: dict[int, Callable[[int], Any]] = {self._waker.fd: self._on_wake_up}
         self._poller.register_listener(self._waker.fd)
         self._acceptors: list[Acceptor] = []
         self._datagrams: list[DatagramSocket] = []
-        self._doomed: list[Conn] = []
+        self._doomed: list[StreamConn] = []
         # Edge-triggered only: connections whose read or write stopped at the
         # per-iteration byte budget, resumed on the next iteration.
-        self._busy_read: dict[int, Conn] = {}
-        self._busy_write: dict[int, Conn] = {}
+        self._busy_read: dict[int, StreamConn] = {}
+        self._busy_write: dict[int, StreamConn] = {}
         self._timers = TimerHeap()
         self._ticker: TimerHandle | None = None
         self._tick_delay = 1.0  # what on_tick returned last; its None means "the same again"
         self._running = False
         self._stopping = False
-        self._loop_thread: threading.Thread | None = None
-        self._thread_id: int | None = None
-        self._counts: Counters = LocalCounters()  # a worker replaces them with shared ones
-        self._inbound_peers = [self._counts]
+        self._runner = LoopRunner(self, self._poll_loop)
 
     # -- public API ----------------------------------------------------------
 
@@ -172,7 +190,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         if not is_delay(delay):
             raise ValueError(f"call_later: delay {delay!r}; accepted: finite seconds >= 0")
         handle = TimerHandle(time.monotonic() + delay, fn)
-        if self._in_loop_thread():
+        if self._runner.in_thread():
             self._timers.schedule(handle)
         elif not self._tasks.push_urgent(self._timers.schedule, handle):
             raise EngineStoppedError(f"event loop {self.index} has stopped")
@@ -207,14 +225,14 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
 
         Safe from any thread.  The loop takes ownership of ``sock``.
         """
-        if self._in_loop_thread():
-            return self._enroll(sock)
+        if self._runner.in_thread():
+            return self.enroll_conn(sock)
         done = threading.Event()
         result: list[Any] = []
 
         def enroll_on_loop() -> None:
             try:
-                result.append(self._enroll(sock))
+                result.append(self.enroll_conn(sock))
             except BaseException as exc:
                 result.append(exc)
             done.set()
@@ -239,6 +257,11 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         self._acceptors.append(acceptor)
         self._watchers[acceptor.fd] = acceptor.on_acceptable
 
+    @property
+    def accepts(self) -> bool:
+        """Whether this loop accepts on any listener."""
+        return bool(self._acceptors)
+
     def hold_accepting(self, held: bool) -> None:
         """On the loop: stop accepting on every listener (True; the backlog keeps what arrives), or go on."""
         for acceptor in self._acceptors:
@@ -248,25 +271,370 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         """Serve a bound datagram socket on this loop (udp.py), once running."""
         self._datagrams.append(DatagramSocket(self, listener.sock, self._opts))
 
-    def _watch(self, fd: int, on_event: Callable[[int], Any]) -> None:
-        """Serve ``fd``'s readiness with ``on_event(events)`` (on the loop; a worker's channel, say)."""
-        self._poller.register_listener(fd)
-        self._watchers[fd] = on_event
-
-    def _unwatch(self, fd: int) -> None:
-        self._watchers.pop(fd, None)
-        self._poller.unregister(fd)
+    def share_counts(self, counts: Counters, peers: list[Counters]) -> None:
+        """Count in ``counts`` (a worker's, in shared memory); ``peers``: every loop's, for max_inbound_total."""
+        self._counts = counts
+        self._inbound.share(counts, peers)
 
     def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
         """Serve an accepted, configured socket (from the thread that accepted it; only ever one)."""
         self._counts.handed_over += 1
-        if self._thread_id == _get_ident():  # a loop that accepts for itself
-            self._open_handed_over(sock, remote, ssl_context)
-        elif not self._tasks.push_urgent(self._open_handed_over, sock, remote, ssl_context):
+        if self._runner.thread_id == _get_ident():  # a loop that accepts for itself
+            self.serve_handed_over(sock, remote, ssl_context)
+        elif not self._tasks.push_urgent(self.serve_handed_over, sock, remote, ssl_context):
             self._counts.handed_over -= 1
             sock.close()
 
+    def serve_handed_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
+        """On the loop: serve a socket counted in ``handed_over`` (TLS: ``ssl_context``'s server side, or
+        its index in the engine's contexts when it came over a worker's channel)."""
+        if self._stopping:
+            sock.close()
+            self._counts.closed += 1
+            return
+        if isinstance(ssl_context, int):
+            ssl_context = self._tls_contexts[ssl_context] if ssl_context >= 0 else None
+        self._open(sock, remote, None, None if ssl_context is None else TlsTransport(self, ssl_context, True))
+
+    def start(self) -> None:
+        """Run the loop on a thread of its own; ``wait_ready`` says when it serves."""
+        self._running = True
+        self._runner.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        self._runner.wait_ready(timeout)
+
+    def run(self, on_ready: Callable[[BaseException | None], Any] | None = None) -> None:
+        """Serve until shut down, on the calling thread (runloop.py)."""
+        self._running = True
+        self._runner.run(on_ready)
+
+    def shutdown(self, deadline: float) -> None:
+        """Ask the loop to close its connections (flushing them until ``deadline``) and exit."""
+        self._tasks.push_urgent(self._begin_shutdown, deadline)
+
+    def join(self, timeout: float | None) -> bool:
+        return self._runner.join(timeout)
+
+    def abort(self, timeout: float) -> None:
+        """Undo a start that failed elsewhere: stop at once if running, else release what was built."""
+        if self._runner.alive():
+            self.shutdown(time.monotonic())
+            self.join(timeout)
+        elif self._runner.thread is None:
+            self.release()
+
+    def kill(self) -> bool:
+        """A thread cannot be killed: False (the engine waits for it)."""
+        return False
+
+    def runs_on(self, thread: threading.Thread) -> bool:
+        return self._runner.thread is thread
+
+    def running_callback(self) -> str:
+        return self._runner.running_callback()
+
+    def _forget_in_child(self) -> None:
+        """In a forked worker: close this loop's descriptors -- the worker's copies; no callbacks (inherit.py)."""
+        for c in [*self._conns.values(), *self._closer.conns.values()]:
+            c._sock.close()
+        for acceptor in self._acceptors:
+            acceptor.forget()
+        if self._waker.fd >= 0:
+            self._poller.close()
+            self._waker.close()
+
+    # -- the connections' side: the loop's internal interface (module docstring) ----------
+
+    @property
+    def now(self) -> float:
+        """The loop's clock as of this iteration (kept only with idle timeouts; 0.0 otherwise)."""
+        return self._now
+
+    @property
+    def edge_triggered(self) -> bool:
+        return self._edge_triggered
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def options(self) -> Options:
+        return self._opts
+
+    @property
+    def handler(self) -> EventHandler:
+        return self._handler  # type: ignore[no-any-return]
+
+    @property
+    def logger(self) -> logging.Logger | logging.LoggerAdapter[Any]:
+        return self._logger
+
+    @property
+    def counts(self) -> Counters:
+        return self._counts
+
+    @property
+    def traffic(self) -> Callable[[Any], Any]:
+        """What a connection's input goes to: ``on_traffic``, or the codec's frame dispatcher."""
+        return self._on_traffic
+
+    def in_loop_thread(self) -> bool:
+        return self._runner.in_thread()
+
+    def submit(self, urgent: bool, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue ``fn(*args)`` for this loop from any thread; False once the loop has stopped."""
+        return self._tasks.push_urgent(fn, *args) if urgent else self._tasks.push(fn, *args)
+
+    def request_stop(self, error: BaseException | None = None) -> None:
+        """Stop the engine (``Action.SHUTDOWN``; ``error``: a ``SystemExit`` & co. to re-raise)."""
+        self._request_stop(error)
+
+    def watch(self, fd: int, on_event: Callable[[int], Any]) -> None:
+        """Serve ``fd``'s readability with ``on_event(events)`` (a worker's channel, a datagram socket)."""
+        self._poller.register_listener(fd)
+        self._watchers[fd] = on_event
+
+    def watch_writable(self, fd: int, on_event: Callable[[int], Any]) -> None:
+        """Serve ``fd``'s writability with ``on_event(events)`` (a connect in progress)."""
+        self._poller.register(fd, OUT)
+        self._watchers[fd] = on_event
+
+    def unwatch(self, fd: int) -> None:
+        self._watchers.pop(fd, None)
+        self._poller.unregister(fd)
+
+    def route(self, fd: int, on_event: Callable[[int], Any]) -> None:
+        """Send the events of ``fd`` -- registered already, a closing connection's -- to ``on_event``."""
+        self._watchers[fd] = on_event
+
+    def set_interest(self, fd: int, events: int) -> None:
+        """What a level-triggered descriptor waits for; edge-triggered ones wait for both, always."""
+        if not self._edge_triggered:
+            self._poller.modify(fd, events)
+
+    def read_again(self, c: StreamConn) -> None:
+        """Edge-triggered: ``c`` stopped reading at the iteration's budget; read on at the next one."""
+        self._busy_read[c._fd] = c
+
+    def write_again(self, c: StreamConn) -> None:
+        """Edge-triggered: flush ``c`` at the next iteration (no new edge will say so)."""
+        self._busy_write[c._fd] = c
+
+    # What a callback's outcome means: one policy, for every kind of connection.
+
+    def act(self, c: Conn, action: Any) -> None:
+        """What a callback returned, when it is true: ``Action.CLOSE``, ``Action.SHUTDOWN`` -- or a mistake.
+
+        Anything but ``None`` and an ``Action`` (``True``, a delay, a string) is
+        the handler's error: ``True == Action.CLOSE`` would otherwise close
+        the connection silently.  (False values -- ``0``, ``False``, ``""`` --
+        never get here: the loop tests ``if action:`` to stay fast, and treats
+        them as ``Action.NONE``.)
+        """
+        if action.__class__ is not Action:
+            self.callback_raised(c, TypeError(f"a callback returned {action!r}; expected None or a gnetpy.Action"))
+        elif action == Action.CLOSE:
+            c._end(None)
+        elif action == Action.SHUTDOWN:
+            self._request_stop()
+
+    def callback_raised(self, c: Conn, exc: BaseException) -> None:
+        """A callback of ``c`` failed: log it and end ``c`` with ``exc``.  Never raises.
+
+        A stream closes gracefully: what the handler wrote before it failed --
+        replies to the requests it did handle -- is delivered first (within
+        ``close_timeout``).  Bytes are dropped only where they cannot be
+        delivered, and then the peer gets a reset (``finish_close``), never a
+        FIN that would look like a clean end.  A ``CodecError`` is the peer's
+        doing (a frame too long, a corrupt length): one line at INFO, no
+        traceback -- a scanner must not flood the log.
+        """
+        if isinstance(exc, CodecError):
+            self._logger.info("gnetpy: %r sent a bad frame: %s; closing it", c, exc)
+        elif isinstance(exc, Exception):
+            self._logger.error("gnetpy: a callback raised for %r; closing it", c, exc_info=exc)
+        else:
+            self.fatal(exc, f"a callback of {c!r}")
+        c._end(exc)
+
+    def user_raised(self, exc: BaseException, what: str, then: str = "") -> None:
+        """User code outside a connection's callbacks failed (on_close, a timer, on_tick): log it."""
+        if isinstance(exc, Exception):
+            self._logger.error("gnetpy: %s raised%s", what, then, exc_info=exc)
+        else:
+            self.fatal(exc, what)
+
+    def fatal(self, exc: BaseException, what: str) -> None:
+        """``SystemExit``, ``KeyboardInterrupt`` & co. in user code: stop the engine, and let run() re-raise it."""
+        self._logger.critical("gnetpy: %s raised %s; stopping the engine", what, type(exc).__name__, exc_info=exc)
+        self._request_stop(exc)
+
+    def run_callback(self, callback: Callback, c: Conn, err: BaseException | None) -> None:
+        """A per-operation callback (``async_write``'s, ``close``'s...) with its outcome handled."""
+        if callback is None:
+            return
+        try:
+            callback(c, err)
+        except BaseException as exc:
+            if c._state == CLOSED:
+                self.user_raised(exc, f"callback {callback!r} for closed {c!r}")
+            else:
+                self.callback_raised(c, exc)
+
+    def open_conn(self, c: Conn) -> None:
+        """``on_open(c)`` and what it returned."""
+        try:
+            action = self._handler.on_open(c)
+        except BaseException as exc:
+            self.callback_raised(c, exc)
+            return
+        if action:
+            self.act(c, action)
+
+    def closed_conn(self, c: Conn, err: BaseException | None) -> None:
+        """``c`` is closed: ``on_close(c, err)`` -- exactly once -- then its close callbacks."""
+        action = None
+        try:
+            action = self._handler.on_close(c, err)
+        except BaseException as exc:
+            self.user_raised(exc, f"on_close of {c!r}")
+        callbacks, c._close_callbacks = c._close_callbacks, None
+        for callback in callbacks or ():
+            self.run_callback(callback, c, None)
+        if action:
+            if action.__class__ is not Action:
+                self._logger.error("gnetpy: on_close of %r returned %r; expected None or a gnetpy.Action", c, action)
+            elif action == Action.SHUTDOWN:
+                self._request_stop()
+
+    def deliver(self, c: StreamConn, data: bytes) -> None:
+        """``on_traffic`` over what ``c`` has buffered plus ``data`` (empty for a wake-up), then its action."""
+        c._receive(data)
+        try:
+            action = self._on_traffic(c)
+        except BaseException as exc:
+            self.callback_raised(c, exc)
+            return
+        if self._keep_inbound(c, c._settle() if c._src is not NOTHING else 0):
+            return
+        if action:
+            self.act(c, action)
+
+    # The write path's hooks.
+
+    def new_outbound(self) -> OutboundBuffer:
+        return OutboundBuffer(self._write_chunk)
+
+    def queued(self, c: StreamConn, was_empty: bool) -> None:
+        """``c`` has just queued bytes: flush them when the socket takes more; backpressure past the mark."""
+        if was_empty:
+            if self._edge_triggered:
+                # Registered for writability once and for all; an edge only comes
+                # after EAGAIN, so make sure the next iteration tries.
+                self._busy_write[c._fd] = c
+            elif c._state == OPEN:
+                self._poller.modify(c._fd, OUT if c._paused else IN | OUT)
+        if c._out.nbytes > self._high_water and not c._paused & PAUSED_BY_QUEUE:
+            self.pause_reading(c, PAUSED_BY_QUEUE)  # see StreamConn.pause_reading
+
+    def flush_conn(self, c: StreamConn) -> None:
+        """One ``writev`` of ``c``'s queue now; what follows from it (drained, flushed, failed)."""
+        out = c._out
+        fd = c._fd
+        self._busy_write.pop(fd, None)
+        try:
+            out.flush_to(fd, self._opts.edge_triggered_chunk if self._edge_triggered else 0)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close_conn(c, exc, False)
+            return
+        if c._paused & PAUSED_BY_QUEUE and out.nbytes <= self._low_water:
+            self._drained(c)
+        if out:
+            if self._edge_triggered:
+                self._busy_write[fd] = c
+            return
+        if c._state == FLUSHING:
+            self._closer.flushed(c)
+        elif not self._edge_triggered and c._state == OPEN:
+            self._poller.modify(fd, 0 if c._paused else IN)
+
+    def doom(self, c: StreamConn) -> None:
+        """A write of ``c`` failed inside a callback (``c._err``): close it once the callback returns."""
+        self._doomed.append(c)
+
+    def reserve_async(self, c: Conn, size: int) -> None:
+        self._async_writes.reserve(c, size)
+
+    def release_async(self, c: Conn, size: int) -> None:
+        self._async_writes.release(c, size)
+
+    # Reading paused and resumed (PAUSED_BY_* reasons: conn.py).
+
+    def pause_reading(self, c: StreamConn, reason: int) -> None:
+        was = c._paused
+        c._paused = was | reason
+        if not was and c._state == OPEN:
+            if self._edge_triggered:
+                self._busy_read.pop(c._fd, None)  # registered once for IN|OUT: edges are ignored now
+            else:
+                self._poller.modify(c._fd, OUT if c._out else 0)
+
+    def resume_reading(self, c: StreamConn, reason: int) -> None:
+        if not c._paused & reason:
+            return
+        c._paused &= ~reason
+        if not c._paused and c._state == OPEN:
+            if self._edge_triggered:
+                self._busy_read[c._fd] = c  # an edge may have come and gone meanwhile: read now
+            else:
+                self._poller.modify(c._fd, IN | OUT if c._out else IN)
+
+    # TLS: the handshake, driven by the connection's TlsTransport (tls.py).
+
+    def handshake_started(self, c: StreamConn) -> None:
+        self._handshakes.add(c._fd)
+
+    def handshake_done(self, c: StreamConn) -> None:
+        """The handshake completed: now the connection is open, and the handler hears of it."""
+        self._handshakes.discard(c._fd)
+        check_transition(c._state, OPEN)
+        c._state = OPEN
+        self.open_conn(c)
+
+    def handshake_failed(self, c: StreamConn, exc: BaseException) -> None:
+        """Never reached the handler: DEBUG (a scanner must not flood the log), counted, closed unseen."""
+        self._logger.debug("gnetpy: TLS handshake with %s failed: %s", c._remote, exc)
+        self._counts.tls_failed += 1
+        self.close_conn(c, exc, False)
+
+    def _handshake_timed_out(self, fd: int) -> None:
+        c = self._conns.get(fd)
+        if c is not None and c._state == HANDSHAKING:
+            self.handshake_failed(c, TimeoutError(f"TLS handshake not done in {self._opts.tls_handshake_timeout:g}s "
+                                                  f"(tls_handshake_timeout)"))
+
+    # Dials in progress (dial.py): the loop abandons them when it stops.
+
+    def add_dial(self, connect: Connect) -> None:
+        self._dials.add(connect)
+
+    def drop_dial(self, connect: Connect) -> None:
+        self._dials.discard(connect)
+
     # -- the reactor ---------------------------------------------------------
+
+    def begin_serving(self) -> None:
+        """On the loop's thread, before the first poll: listeners, datagram sockets, the ticker."""
+        for acceptor in self._acceptors:
+            acceptor.start()
+        for datagrams in self._datagrams:
+            datagrams.start()
+        if self._opts.ticker and self.index == 0:
+            self._ticker = self.call_later(0, self._tick)
 
     def _poll_loop(self) -> None:
         # Hot path: see the module docstring.  Locals only; the common event
@@ -275,26 +643,28 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         # inline; this block is the inlined twin of ``_read_once``.
         poll = self._poller.poll
         conns = self._conns
+        # on_traffic as a plain function and the object it is a method of: a bound method
+        # called from compiled code costs one call more per message (_unbound says more).
+        on_traffic, traffic_self = _unbound(self._on_traffic)
         read = syscalls.read  # non-blocking sockets: no GIL hand-off where _sysio is built
         read_size = self._read_size
         small_read = self._small_read
         nothing = NOTHING
-        on_traffic = self._on_traffic
         on_other_fd = self._on_other_fd
         on_event = self._on_event
-        deliver = self._deliver
-        on_raise = self._callback_raised
-        on_action = self._act
+        deliver = self.deliver
+        on_raise = self.callback_raised
+        on_action = self.act
         keep_inbound = self._keep_inbound
-        close = self._close
+        close = self.close_conn
         timers = self._timers
         doomed = self._doomed
         busy_read = self._busy_read
         busy_write = self._busy_write
-        frames_waiting = self._frames_waiting
-        frames_deferred = self._frames_deferred
+        frames = self._frames
+        frames_waiting: dict[int, StreamConn] = frames.waiting if frames is not None else {}
+        frames_deferred: dict[int, StreamConn] = frames.deferred if frames is not None else {}
         monotonic = time.monotonic
-        length = len
         readable_only = self._inline_events
         idle = self._idle is not None
         now = 0.0
@@ -325,7 +695,7 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                     continue
                 size = c._read_size
                 try:
-                    data = read(fd, size)
+                    data: bytes = read(fd, c._read_arg)  # _read_size, boxed once (buffer.py)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
@@ -333,14 +703,16 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                     continue
                 if data:
                     c._seen = now
-                    if length(data) == size if size == small_read else length(data) <= small_read:
-                        c._adapt_read_size(length(data), small_read, read_size)
+                    # len, not a local alias: compiled, len() of bytes is a field read, and an alias
+                    # would call the builtin as an object.
+                    if len(data) == size if size == small_read else len(data) <= small_read:
+                        c._adapt_read_size(len(data), small_read, read_size)
                     if c._src is nothing:
-                        # Inlined _deliver for the common case; these lines mirror
-                        # InboundBuffer._receive (nothing left over) and _settle.
+                        # Inlined deliver() for the common case: the buffer's own
+                        # _receive with nothing left over, then its _settle.
                         c._src = data
                         try:
-                            action = on_traffic(c)
+                            action = on_traffic(traffic_self, c)
                         except BaseException as exc:
                             on_raise(c, exc)
                             continue
@@ -372,10 +744,12 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
     def _on_wake_up(self, ev: int) -> None:
         self._tasks.run()
 
-    def _on_event(self, c: Conn, fd: int, ev: int) -> None:
+    def _on_event(self, c: StreamConn, fd: int, ev: int) -> None:
         """Any event of an open connection but "readable, nothing else" in level-triggered mode."""
         if c._tls is not None:
-            tls.on_event(self, c, fd, ev)
+            if self._edge_triggered:
+                self._busy_read.pop(fd, None)
+            c._tls.on_event(ev)
             return
         # Paused: no reading -- but an error or hang-up is still read (and closes it).
         if ev & READ_EVENTS and (not c._paused or ev & (ERR | HUP)):
@@ -386,11 +760,15 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
             if c._state != OPEN:
                 return
         if ev & OUT and c._out:
-            self._flush(c)
+            self.flush_conn(c)
+
+    def _frames_turn(self) -> None:
+        if self._frames is not None:
+            self._frames.turn()
 
     # -- read path (beyond the inline case) ----------------------------------
 
-    def _read_once(self, c: Conn, fd: int) -> int:
+    def _read_once(self, c: StreamConn, fd: int) -> int:
         """One read and its delivery (the loop inlines the same steps); returns the bytes read.
 
         0 means nothing was read: the socket had nothing, or the connection closed.
@@ -401,40 +779,26 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
-            self._close(c, exc, False)
+            self.close_conn(c, exc, False)
             return 0
         if not data:
-            self._close(c, EOFError("connection closed by the peer"), True)
+            self.close_conn(c, EOFError("connection closed by the peer"), True)
             return 0
         c._seen = self._now
         small = self._small_read
         if len(data) == size if size == small else len(data) <= small:
             c._adapt_read_size(len(data), small, self._read_size)
-        self._deliver(c, data)
+        self.deliver(c, data)
         return len(data)
 
-    def _deliver(self, c: Conn, data: bytes) -> None:
-        """``on_traffic`` over what ``c`` has buffered plus ``data`` (empty for a wake-up), then its action."""
-        c._receive(data)
-        try:
-            action = self._on_traffic(c)
-        except BaseException as exc:
-            self._callback_raised(c, exc)
-            return
-        kept = c._settle() if c._src is not NOTHING else 0
-        if (kept or self._holding) and self._keep_inbound(c, kept):
-            return
-        if action:
-            self._act(c, action)
-
-    def _read_edge(self, c: Conn) -> None:
+    def _read_edge(self, c: StreamConn) -> None:
         """Edge-triggered: read until the socket is drained, within the per-iteration budget."""
         fd = c._fd
+        self._busy_read.pop(fd, None)
         if c._tls is not None:
-            tls.on_event(self, c, fd, IN)
+            c._tls.on_event(IN)
             return
         budget = self._opts.edge_triggered_chunk
-        self._busy_read.pop(fd, None)
         while True:
             size = c._read_size
             got = self._read_once(c, fd)
@@ -447,39 +811,6 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 self._busy_read[fd] = c  # let the other connections have their turn
                 return
 
-    # -- write path ----------------------------------------------------------
-
-    def _want_write(self, c: Conn) -> None:
-        """``c`` has just queued bytes: have the loop flush them when the socket can take more."""
-        if self._edge_triggered:
-            # Registered for writability once and for all; an edge only comes
-            # after EAGAIN, so make sure the next iteration tries.
-            self._busy_write[c._fd] = c
-        elif c._state == OPEN:
-            self._poller.modify(c._fd, OUT if c._paused else IN | OUT)
-
-    def _flush(self, c: Conn) -> None:
-        out = c._out
-        fd = c._fd
-        self._busy_write.pop(fd, None)
-        try:
-            out.flush_to(fd, self._opts.edge_triggered_chunk if self._edge_triggered else 0)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._close(c, exc, False)
-            return
-        if c._paused & PAUSED_BY_QUEUE and out.nbytes <= self._low_water:
-            self._drained(c)
-        if out:
-            if self._edge_triggered:
-                self._busy_write[fd] = c
-            return
-        if c._state == FLUSHING:
-            self._flushed(c)
-        elif not self._edge_triggered and c._state == OPEN:
-            self._poller.modify(fd, 0 if c._paused else IN)
-
     def _resume_busy(self) -> None:
         for c in list(self._busy_read.values()):
             if c._state == OPEN and not c._paused:
@@ -488,12 +819,247 @@ class EventLoop(LoopRunner, GracefulClose, ConnLifecycle):
                 self._busy_read.pop(c._fd, None)
         for c in list(self._busy_write.values()):
             if c._state != CLOSED and c._out:
-                self._flush(c)
+                self.flush_conn(c)
             else:
                 self._busy_write.pop(c._fd, None)
 
-    # -- tasks (timers and the ticker: runloop.py) -----------------------------
+    def _keep_inbound(self, c: StreamConn, kept: int) -> bool:
+        """After a callback ``c`` keeps ``kept`` unconsumed bytes: within the bounds (limits.py)?  True when
+        ``c`` was closed for it.  Only connections that leave bytes get here."""
+        why = self._inbound.keep(c, kept)
+        if why is None:
+            return False
+        self._inbound.release(c)
+        self.close_conn(c, LimitExceededError(why), True)
+        return True
 
-    def _submit(self, urgent: bool, fn: Callable[..., Any], *args: Any) -> bool:
-        """Queue ``fn(*args)`` for this loop from any thread; False once the loop has stopped."""
-        return self._tasks.push_urgent(fn, *args) if urgent else self._tasks.push(fn, *args)
+    # -- a connection's life: open ------------------------------------------------
+
+    def enroll_conn(self, sock: socket.socket, context: Any = None, transport: TlsTransport | None = None
+                    ) -> StreamConn:
+        """On the loop: adopt a connected socket (``enroll``; a dial's, with its TLS transport)."""
+        if self._stopping:
+            raise EngineStoppedError(f"event loop {self.index} is stopping")
+        configure_accepted(sock, self._opts, sock.family in _TCP_FAMILIES)
+        try:
+            remote = format_addr(sock.getpeername())
+        except OSError:
+            remote = None
+        self._counts.opened += 1
+        c = self._open(sock, remote, context, transport)
+        if c is None:
+            raise ConnClosedError(f"enroll: cannot register {sock!r}")
+        return c
+
+    def _open(self, sock: socket.socket, remote: Any, context: Any = None,
+              transport: TlsTransport | None = None) -> StreamConn | None:
+        c: StreamConn
+        if transport is None:
+            c = StreamConn(self, sock, remote, self._small_read)
+        else:
+            c = TlsConn(self, sock, remote, self._small_read)
+            c._tls = transport
+            c._state = HANDSHAKING
+            transport.attach(c)
+        c.context = context
+        try:
+            self._poller.register(c._fd, IN)
+        except (OSError, ValueError):
+            self._logger.exception("gnetpy: cannot register %r", c)
+            sock.close()
+            self._counts.closed += 1
+            return None
+        self._conns[c._fd] = c
+        if self._idle is not None:
+            c._seen = self._now = time.monotonic()
+            self._idle.add(c, c._seen)
+        if transport is not None:
+            transport.start()  # on_open once the handshake is done
+        else:
+            self.open_conn(c)
+        return c
+
+    # -- a connection's life: close (state.py has the diagram) ----------------------
+
+    def close_conn(self, c: StreamConn, err: BaseException | None, graceful: bool) -> None:
+        """Every close comes here; ``graceful`` first delivers what was written (and lingers, for TCP)."""
+        state = c._state
+        if state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
+            err, graceful = err or c._err, False
+        if graceful and state == OPEN and c._tls is not None:
+            c._tls.close_notify()  # the peer reads an orderly end of the TLS session first
+        if graceful and state == OPEN and c._out:
+            try:
+                c._out.flush_to(c._fd)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                err, graceful = exc, False
+        target = close_target(state, graceful, bool(c._out), graceful and lingers(err))
+        if target == CLOSED:
+            self.finish_close(c, err)
+        elif target is not None:
+            del self._conns[c._fd]
+            self._inbound.release(c)
+            self._busy_read.pop(c._fd, None)
+            self._closer.begin(c, target, err)
+
+    def finish_close(self, c: StreamConn, err: BaseException | None) -> None:
+        """The end of every close: the socket closed, ``on_close`` run -- exactly once."""
+        # check_transition(c._state, CLOSED), specialised: every state but
+        # CLOSED may close, and this runs once per connection.
+        if c._state == CLOSED:
+            raise TransitionError(f"connection state CLOSED -> CLOSED is not a transition ({c!r})")
+        fd = c._fd
+        opened = c._state != HANDSHAKING  # a handshake that failed never reached the handler
+        c._state = CLOSED
+        if c._tls is not None:
+            self._handshakes.discard(fd)
+        if self._conns.pop(fd, None) is None:
+            self._closer.forget(fd)
+            del self._watchers[fd]
+        else:
+            self._inbound.release(c)
+        if self._edge_triggered:
+            self._busy_read.pop(fd, None)
+            self._busy_write.pop(fd, None)
+        self._poller.unregister(fd)
+        c._fd = -1
+        if c._out and opened:
+            # Written bytes are dropped (a failed write, close_timeout, the stop deadline): end with
+            # a reset, so the peer cannot take what it got for everything (a FIN would say so).
+            reset_on_close(c._sock)
+        c._sock.close()
+        if c._out:
+            c._out.clear_all()
+        self._counts.closed += 1
+        if not opened:
+            c._tls.never_opened(err)  # a dial waiting for the handshake hears why
+            return
+        self.closed_conn(c, err)
+        if self._stopping and not self._conns and not self._closer.conns:
+            self._running = False
+
+    def _close_doomed(self) -> None:
+        doomed = self._doomed[:]
+        self._doomed.clear()
+        for c in doomed:
+            self.close_conn(c, c._err, False)
+
+    # -- flow control and the deadlines of open connections -------------------------
+
+    def _drained(self, c: StreamConn) -> None:
+        """``c``'s queue fell under the low-water mark after passing the high one."""
+        self.resume_reading(c, PAUSED_BY_QUEUE)
+        try:
+            action = self._handler.on_drained(c)
+        except BaseException as exc:
+            self.callback_raised(c, exc)
+            return
+        if action:
+            self.act(c, action)
+
+    def _idle_expired(self, c: Conn) -> None:
+        """Nothing was received from ``c`` for idle_timeout (deadlines.py)."""
+        assert isinstance(c, StreamConn)
+        self.close_conn(c, TimeoutError(f"idle for {self._opts.idle_timeout:g}s (idle_timeout)"), True)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _begin_shutdown(self, deadline: float) -> None:
+        """Close every connection gracefully, bounded by ``deadline``; again with an earlier one: bring it forward."""
+        if self._stopping:
+            if self._stop_timer is not None and deadline < self._stop_timer.when:
+                self._stop_timer.cancel()
+                self._stop_timer = self.call_later(max(0.0, deadline - time.monotonic()), self._force_close)
+            return
+        self._stopping = True
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._idle is not None:
+            self._idle.stop()
+        for datagrams in self._datagrams:
+            datagrams.close()  # its sessions end now: UDP has nothing to flush or linger on
+        self._datagrams.clear()
+        for c in list(self._conns.values()):
+            self.close_conn(c, None, True)
+        if self._closer.conns:
+            self._stop_timer = self.call_later(max(0.0, deadline - time.monotonic()), self._force_close)
+        elif not self._conns:
+            self._running = False
+
+    def _force_close(self) -> None:
+        """The stop deadline: drop what is still closing (one log line for all of them)."""
+        closing = list(self._closer.conns.values())
+        unsent = sum(c.outbound_buffered for c in closing)
+        if closing:
+            self._logger.warning("gnetpy: event loop %d: stop deadline reached; %d connection(s) dropped with %d "
+                                 "bytes unsent", self.index, len(closing), unsent)
+        for c in closing:
+            self.close_conn(c, TimeoutError(f"engine stop deadline reached with {c.outbound_buffered} bytes unsent"),
+                            False)
+
+    def release(self) -> None:
+        """Close everything this loop holds; its last act (also what undoes a boot that failed)."""
+        self._stopping = True
+        for connect in list(self._dials):
+            connect.abandon()
+        for c in list(self._conns.values()) + list(self._closer.conns.values()):
+            self.close_conn(c, EngineStoppedError(f"event loop {self.index} stopped"), False)
+        for fn, args in self._tasks.close():
+            self._tasks.call((fn, args))  # they see closed connections and report it
+        for acceptor in self._acceptors:
+            acceptor.stop()
+        for datagrams in self._datagrams:
+            datagrams.close()
+        self._datagrams.clear()
+        self._closer.stop()
+        self._timers.clear()
+        if self._waker.fd >= 0:
+            self._poller.close()
+            self._waker.close()
+        self._running = False
+
+    # -- timers and the ticker -------------------------------------------------
+
+    def _call_user(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            self.user_raised(exc, f"{fn!r} on event loop {self.index}")
+
+    def _run_timers(self) -> None:
+        for handle in self._timers.pop_due(time.monotonic()):
+            self._call_user(handle.fn)
+
+    def _tick(self) -> None:
+        if self._stopping:
+            return
+        delay, action = self._tick_delay, Action.NONE
+        try:
+            delay, action = parse_tick(self._handler.on_tick(), delay)
+        except BaseException as exc:
+            self.user_raised(exc, "on_tick", f"; next tick in {delay:.3f}s")
+        if action == Action.SHUTDOWN:
+            self._request_stop()
+            return
+        self._tick_delay = delay
+        self._ticker = self.call_later(delay, self._tick)
+
+
+def _unbound(bound: Callable[[Any], Any]) -> tuple[Callable[[Any, Any], Any], Any]:
+    """``(function, self)`` such that ``function(self, c)`` is ``bound(c)``.
+
+    A handler's ``on_traffic`` is a bound method: calling one from compiled code goes
+    through the method object (``method_vectorcall``) before it reaches the function;
+    calling the function with ``self`` goes straight there.  Anything else -- the codec's
+    dispatcher (a compiled method), a ``functools.partial`` assigned on the instance --
+    is called through ``operator.call``, one C call more.
+    """
+    function = getattr(bound, "__func__", None)
+    owner = getattr(bound, "__self__", None)
+    if isinstance(function, types.FunctionType) and owner is not None:
+        return function, owner
+    return operator.call, bound

@@ -11,9 +11,8 @@ does not name the argument ("int object expected; got float"), and passes ``True
 ``1`` to an ``int`` parameter, so compiled constructors would lose the messages codec.py
 promises ("max_frame_length must be an int, got float", bools refused as lengths).  The
 cores' constructors are private and called only with checked values, so their entry
-checks never fire.  Measured on W8 (benchmarks/callgrind.py, instructions per frame):
-the codec path compiled this way costs 5,554 against the hand-written handler's 6,068;
-interpreted, 9,175 (docs/architecture.md, "UDP (W7), frames (W8)").
+checks never fire.  What that gained on W8 (benchmarks/callgrind.py) is in
+benchmarks/results/2026-11-27-udp-frames.md.
 
 The semantics, and the reasons behind them, are in codec.py's module docstring.
 """

@@ -51,7 +51,8 @@ class EventHandler:
         """In each worker process (or loop thread), before it serves: open per-process resources here.
 
         In process mode this runs in the worker, on its copy of the handler
-        (made when the worker was forked, after ``on_boot``).  An exception
+        (made when the worker was forked: before ``on_boot`` for the first
+        workers, whenever it was replaced for the others).  An exception
         here makes ``start()`` raise it (or, for a replacement worker, is
         logged and the worker started again later).
         """

@@ -18,7 +18,7 @@ on per-process resources (``on_worker_start``).
 from __future__ import annotations
 
 import weakref
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 
 class Inherited(Protocol):
@@ -32,10 +32,25 @@ def register(obj: Inherited) -> None:
     _owned.add(obj)
 
 
+class Guard:
+    """Registers ``forget`` for an object that cannot be weakly referenced itself (a compiled class):
+    the object keeps its ``Guard``, so the registration lives exactly as long as the object."""
+
+    __slots__ = ("_forget", "owner", "__weakref__")
+
+    def __init__(self, owner: object, forget: Callable[[], None]) -> None:
+        self.owner = owner
+        self._forget = forget
+        register(self)
+
+    def _forget_in_child(self) -> None:
+        self._forget()
+
+
 def forget_inherited(keep: Iterable[object] = ()) -> None:
     """In a new worker: close the copies of the parent's gnetpy descriptors, but those of ``keep``."""
     kept = {id(obj) for obj in keep}
     for obj in list(_owned):
-        if id(obj) not in kept:
+        if id(obj) not in kept and id(getattr(obj, "owner", None)) not in kept:
             obj._forget_in_child()
     _owned.clear()

@@ -29,7 +29,7 @@ def run(handler: EventHandler, addr: str, *, options: Options | None = None, **k
 
 
 def rotate(handler: EventHandler, addrs: Iterable[str], *, options: Options | None = None, **kwargs: Any) -> None:
-    """Serve several addresses (tcp and unix mixed) with one engine until it stops."""
+    """Serve several addresses (tcp, udp and unix mixed) with one engine until it stops."""
     serve_forever(handler, _addr_list(addrs), options, **kwargs)
 
 

@@ -37,8 +37,8 @@ states are bounded by ``close_timeout``; a connection still closing then is
 dropped with a ``TimeoutError``.  A close caused by the peer's EOF does not
 linger: the peer will send nothing more.
 
-Only ``ConnLifecycle._close`` (the decision, made by ``close_target`` below)
-and the closing protocol in lifecycle.py move a connection between states,
+Only ``EventLoop.close_conn`` (the decision, made by ``close_target`` below)
+and the closing protocol in closing.py move a connection between states,
 and every move is checked against ``TRANSITIONS``.  HANDSHAKING (TLS) comes
 before OPEN: ``on_open`` runs when it completes, and one that fails goes to
 CLOSED without ``on_close`` -- the handler never saw it (tls.py).  Two things

@@ -2,7 +2,8 @@
 
 ``_sysio`` (C, built with the compiled accelerator) makes them without releasing the GIL:
 they never wait, and the hand-off (drop the GIL, take it back: a mutex and a condition
-variable) costs about a sixth of a small message.  Without the build, or with
+variable) is a large share of a small message's cost
+(benchmarks/results/2026-11-27-compiled-accelerator.md).  Without the build, or with
 GNETPY_NO_EXTENSIONS=1, they are ``os.read`` and ``os.write``: the same results and errors.
 Only for descriptors that are non-blocking: a blocking call holding the GIL would stop
 every other thread.

@@ -24,46 +24,30 @@ count and carry ciphertext, exactly what is queued.
   file is the peer's orderly close (``EOFError``, as for plain TCP).
 * **A local close** sends ``close_notify`` first, then the lingering close
   of closing.py.
-* The reactor sends a TLS connection's events here, never down the plain
-  inline read path: one test of ``Conn._tls`` per event.
+* The reactor sends a TLS connection's events to its ``TlsTransport``, never
+  down the plain inline read path: one test of ``StreamConn._tls`` per event.
+  The transport is the connection's (its ``SSLObject``, BIOs, handshake
+  state); it reaches the loop only through the loop's internal interface.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from .conn import Conn
-from .errors import UnsupportedOperationError
+from .conn import StreamConn
+from .errors import UnsupportedOperationError, UnsupportedProtocolError
 from .poller import ERR, HUP, OUT, READ_EVENTS
 from .state import HANDSHAKING, OPEN
 
 if TYPE_CHECKING:
-    import socket
-
-    from .eventloop import EventLoop
+    from .loopapi import LoopServices
 
 # Ciphertext read per read call, and plaintext taken from the SSLObject per call.
 TLS_READ = 65536
 # Reads per readiness event (level-triggered: more comes with the next event).
 READS_PER_EVENT = 4
-
-
-class TlsSession:
-    """A connection's TLS state: the ``SSLObject``, its two BIOs, and who waits for the handshake."""
-
-    __slots__ = ("sslobj", "incoming", "outgoing", "on_handshake", "closing", "info")
-
-    def __init__(self, context: ssl.SSLContext, server_side: bool, server_hostname: str | None) -> None:
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
-                                       server_hostname=server_hostname)
-        # A dial waiting for the handshake: called (conn, err) once it is over either way.
-        self.on_handshake: Callable[[Conn | None, BaseException | None], Any] | None = None
-        self.closing = False
-        self.info: TlsInfo | None = None  # once the handshake is done
 
 
 class TlsInfo:
@@ -105,21 +89,203 @@ class TlsInfo:
         return f"<TlsInfo {self._version} {self._cipher[0] if self._cipher else '-'}>"
 
 
-class TlsConn(Conn):
+class TlsTransport:
+    """One TLS connection's session: the ``SSLObject``, its two BIOs, the handshake, and who waits for it.
+
+    Made before its connection, for the loop that will serve it (a dial sets
+    ``on_handshake``); the loop binds it to the ``TlsConn`` it opens
+    (``attach``) and sends that connection's events to ``on_event``.
+    """
+
+    __slots__ = ("sslobj", "incoming", "outgoing", "on_handshake", "closing", "info", "conn", "loop")
+
+    def __init__(self, loop: LoopServices, context: ssl.SSLContext, server_side: bool,
+                 server_hostname: str | None = None) -> None:
+        self.loop = loop
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                       server_hostname=server_hostname)
+        # A dial waiting for the handshake: called (conn, err) once it is over either way.
+        self.on_handshake: Callable[[StreamConn | None, BaseException | None], Any] | None = None
+        self.closing = False
+        self.info: TlsInfo | None = None  # once the handshake is done
+        self.conn: Any = None  # its TlsConn, once the loop has opened it (attach)
+
+    def attach(self, c: TlsConn) -> None:
+        self.conn = c
+
+    def start(self) -> None:
+        """The connection is registered: under the handshake timeout; a client speaks first."""
+        self.loop.handshake_started(self.conn)
+        if not self.sslobj.server_side:
+            self._handshake()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def on_event(self, events: int) -> None:
+        """Every readiness event of the connection while it is handshaking or open."""
+        c = self.conn
+        if events & READ_EVENTS and (not c._paused or events & (ERR | HUP)):
+            self._read()
+            if c._state not in (OPEN, HANDSHAKING):
+                return
+        if c._out and (events & OUT or self.loop.edge_triggered):
+            self.loop.flush_conn(c)
+
+    def _read(self) -> None:
+        c, loop = self.conn, self.loop
+        fd = c._fd
+        eof = False
+        # Level-triggered: a few reads, the next event brings the rest.  Edge-triggered:
+        # until the socket is drained, or the per-iteration budget is spent (then the
+        # loop brings it back next iteration, as for a plain connection).
+        edge = loop.edge_triggered
+        budget = loop.options.edge_triggered_chunk if edge else READS_PER_EVENT * TLS_READ
+        while True:
+            try:
+                raw = os.read(fd, TLS_READ)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._failed(exc)
+                return
+            if not raw:
+                self.incoming.write_eof()
+                eof = True
+                break
+            self.incoming.write(raw)
+            if len(raw) < TLS_READ:
+                break  # drained for now
+            budget -= len(raw)
+            if budget <= 0:
+                if edge:
+                    loop.read_again(c)
+                break
+        if c._state == HANDSHAKING and not self._handshake():
+            return
+        self._decrypt(eof)
+
+    def _decrypt(self, eof: bool) -> None:
+        """What the incoming BIO holds, as plaintext for the handler; the peer's end of the session."""
+        c, loop = self.conn, self.loop
+        plaintext: list[bytes] = []
+        sslobj, incoming = self.sslobj, self.incoming
+        # Read until nothing is left rather than until SSLWantReadError: an
+        # exception per message was a large share of the server's CPU in W10.
+        # At EOF keep reading: the read that finds it says how (close_notify or not).
+        while incoming.pending or sslobj.pending() or eof:
+            try:
+                chunk = sslobj.read(TLS_READ)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the peer's close_notify: an orderly end
+                eof = True
+                break
+            except ssl.SSLError as exc:  # a bad record, an EOF without close_notify, a renegotiation refused
+                self.send_records()
+                self._deliver(plaintext)
+                self._failed(exc)
+                return
+            if not chunk:
+                eof = True
+                break
+            plaintext.append(chunk)
+        if self.outgoing.pending:
+            self.send_records()  # post-handshake messages (key updates), alerts
+        c._seen = loop.now
+        self._deliver(plaintext)
+        if eof and c._state == OPEN:
+            loop.close_conn(c, EOFError("connection closed by the peer"), True)
+
+    def _deliver(self, plaintext: list[bytes]) -> None:
+        c = self.conn
+        if plaintext and c._state == OPEN:
+            self.loop.deliver(c, plaintext[0] if len(plaintext) == 1 else b"".join(plaintext))
+
+    def _handshake(self) -> bool:
+        """Advance the handshake; True once it is complete (and ``on_open`` has run)."""
+        c = self.conn
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self.send_records()
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            self.send_records()  # the alert that says why, if the peer still listens
+            self.loop.handshake_failed(c, exc)
+            return False
+        self.send_records()
+        self.info = TlsInfo(self.sslobj)
+        self.loop.handshake_done(c)
+        waiting, self.on_handshake = self.on_handshake, None
+        if waiting is not None:
+            waiting(c, c._err)  # c may be closed already: on_open closed it, or raised
+        return c._state == OPEN
+
+    def _failed(self, exc: BaseException) -> None:
+        c = self.conn
+        if c._state == HANDSHAKING:
+            self.loop.handshake_failed(c, exc)
+        else:
+            self.loop.close_conn(c, exc, False)
+
+    # -- writing and closing ------------------------------------------------------------------
+
+    def encrypt(self, data: Any) -> int:
+        """The handler's plaintext, as records on their way to the socket; returns its size."""
+        c = self.conn
+        try:
+            self.sslobj.write(data)
+        except ssl.SSLError as exc:
+            return c._write_failed(exc)
+        self.send_records()
+        return len(data) if data.__class__ is bytes else memoryview(data).nbytes
+
+    def send_records(self) -> None:
+        """What the SSLObject produced (records, alerts, handshake messages) to the socket."""
+        records = self.outgoing.read()
+        if records:
+            StreamConn.write(self.conn, records)
+
+    def close_notify(self) -> None:
+        """Before a local close: tell the peer (``close_notify``), into the outbound queue like any write."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.sslobj.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify has not come: we do not wait for it here (lingering reads on)
+        except (ssl.SSLError, OSError):
+            return
+        self.send_records()
+
+    def never_opened(self, err: BaseException | None) -> None:
+        """The connection closed while handshaking (failed, timed out, the loop stopping): tell a dial that waits."""
+        waiting, self.on_handshake = self.on_handshake, None
+        if waiting is not None:
+            waiting(None, err or ConnectionAbortedError("closed during the TLS handshake"))
+
+
+class TlsConn(StreamConn):
     """A connection whose bytes on the wire are TLS records; its API is the plaintext (see the module docstring)."""
 
     __slots__ = ()
 
+    _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
+        "send_to": (UnsupportedProtocolError, "send_to is for UDP connections (use write)"),
+        "dup": (UnsupportedOperationError, "its descriptor carries records only this loop can decrypt"),
+    }
+
+    def _kind(self) -> str:
+        return "TLS"
+
     def write(self, data: Any) -> int:
         """Encrypt ``data`` and send the records (queued like any write when the socket is full)."""
         if self._state != OPEN:
-            return Conn.write(self, data)  # refuses, or raises on a closed connection, as Conn does
-        try:
-            self._tls.sslobj.write(data)
-        except ssl.SSLError as exc:
-            return self._write_failed(exc)
-        _send_records(self)
-        return len(data) if data.__class__ is bytes else memoryview(data).nbytes
+            return StreamConn.write(self, data)  # refuses, or raises on a closed connection, as a stream does
+        return self._tls.encrypt(data)  # type: ignore[no-any-return]
 
     def writev(self, buffers: Any) -> int:
         """TLS frames what it is given: the pieces go into one write."""
@@ -128,174 +294,10 @@ class TlsConn(Conn):
 
     @property
     def tls(self) -> TlsInfo | None:
-        return self._tls.info
+        return self._tls.info  # type: ignore[no-any-return]
 
     def dup(self) -> int:
-        raise UnsupportedOperationError("dup on a TLS connection: its descriptor carries records only this "
-                                        "loop can decrypt")
-
-
-def _send_records(c: Conn) -> None:
-    """What the SSLObject produced (records, alerts, handshake messages) to the socket."""
-    records = c._tls.outgoing.read()
-    if records:
-        Conn.write(c, records)
-
-
-# -- the loop's side --------------------------------------------------------------------------
-
-
-def start(loop: EventLoop, c: Conn) -> None:
-    """A new TLS connection (accepted, or dialed): under the handshake timeout; a client speaks first."""
-    loop._handshakes.add(c._fd)
-    if not c._tls.sslobj.server_side:
-        _handshake(loop, c)
-
-
-def on_event(loop: EventLoop, c: Conn, fd: int, events: int) -> None:
-    """Every readiness event of a TLS connection that is handshaking or open."""
-    if events & READ_EVENTS and (not c._paused or events & (ERR | HUP)):
-        _read(loop, c, fd)
-        if c._state not in (OPEN, HANDSHAKING):
-            return
-    if c._out and (events & OUT or loop._edge_triggered):
-        loop._flush(c)
-
-
-def _read(loop: EventLoop, c: Conn, fd: int) -> None:
-    session = c._tls
-    eof = False
-    # Level-triggered: a few reads, the next event brings the rest.  Edge-triggered:
-    # until the socket is drained, or the per-iteration budget is spent (then
-    # _busy_read brings it back next iteration, as for a plain connection).
-    edge = loop._edge_triggered
-    budget = loop._opts.edge_triggered_chunk if edge else READS_PER_EVENT * TLS_READ
-    if edge:
-        loop._busy_read.pop(fd, None)
-    while True:
-        try:
-            raw = os.read(fd, TLS_READ)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError as exc:
-            _failed(loop, c, exc)
-            return
-        if not raw:
-            session.incoming.write_eof()
-            eof = True
-            break
-        session.incoming.write(raw)
-        if len(raw) < TLS_READ:
-            break  # drained for now
-        budget -= len(raw)
-        if budget <= 0:
-            if edge:
-                loop._busy_read[fd] = c
-            break
-    if c._state == HANDSHAKING and not _handshake(loop, c):
-        return
-    plaintext: list[bytes] = []
-    sslobj, incoming = session.sslobj, session.incoming
-    # Read until nothing is left rather than until SSLWantReadError: an
-    # exception per message cost a quarter of the server's CPU in W10.
-    # At EOF keep reading: the read that finds it says how (close_notify or not).
-    while incoming.pending or sslobj.pending() or eof:
-        try:
-            chunk = sslobj.read(TLS_READ)
-        except ssl.SSLWantReadError:
-            break
-        except ssl.SSLZeroReturnError:  # the peer's close_notify: an orderly end
-            eof = True
-            break
-        except ssl.SSLError as exc:  # a bad record, an EOF without close_notify, a renegotiation refused
-            _send_records(c)
-            _deliver(loop, c, plaintext)
-            _failed(loop, c, exc)
-            return
-        if not chunk:
-            eof = True
-            break
-        plaintext.append(chunk)
-    if session.outgoing.pending:
-        _send_records(c)  # post-handshake messages (key updates), alerts
-    c._seen = loop._now
-    _deliver(loop, c, plaintext)
-    if eof and c._state == OPEN:
-        loop._close(c, EOFError("connection closed by the peer"), True)
-
-
-def _deliver(loop: EventLoop, c: Conn, plaintext: list[bytes]) -> None:
-    if plaintext and c._state == OPEN:
-        loop._deliver(c, plaintext[0] if len(plaintext) == 1 else b"".join(plaintext))
-
-
-def _handshake(loop: EventLoop, c: Conn) -> bool:
-    """Advance the handshake; True once it is complete (and ``on_open`` has run)."""
-    session = c._tls
-    try:
-        session.sslobj.do_handshake()
-    except ssl.SSLWantReadError:
-        _send_records(c)
-        return False
-    except (ssl.SSLError, OSError) as exc:
-        _send_records(c)  # the alert that says why, if the peer still listens
-        _handshake_failed(loop, c, exc)
-        return False
-    _send_records(c)
-    loop._handshakes.discard(c._fd)
-    session.info = TlsInfo(session.sslobj)
-    loop._tls_opened(c)
-    waiting, session.on_handshake = session.on_handshake, None
-    if waiting is not None:
-        waiting(c, c._err)  # c may be closed already: on_open closed it, or raised
-    return c._state == OPEN
-
-
-def _handshake_failed(loop: EventLoop, c: Conn, exc: BaseException) -> None:
-    """Never reached the handler: DEBUG, counted, closed -- no on_open, no on_close."""
-    loop._logger.debug("gnetpy: TLS handshake with %s failed: %s", c._remote, exc)
-    loop._counts.tls_failed += 1
-    loop._close(c, exc, False)
-
-
-def never_opened(c: Conn, err: BaseException | None) -> None:
-    """A handshaking connection closed (failed, timed out, the loop stopping): tell a dial that waits."""
-    waiting, c._tls.on_handshake = c._tls.on_handshake, None
-    if waiting is not None:
-        waiting(None, err or ConnectionAbortedError("closed during the TLS handshake"))
-
-
-def handshake_timed_out(loop: EventLoop, fd: int) -> None:
-    c = loop._conns.get(fd)
-    if c is not None and c._state == HANDSHAKING:
-        _handshake_failed(loop, c, TimeoutError(f"TLS handshake not done in {loop._opts.tls_handshake_timeout:g}s "
-                                                f"(tls_handshake_timeout)"))
-
-
-def _failed(loop: EventLoop, c: Conn, exc: BaseException) -> None:
-    if c._state == HANDSHAKING:
-        _handshake_failed(loop, c, exc)
-    else:
-        loop._close(c, exc, False)
-
-
-def close_notify(c: Conn) -> None:
-    """Before a local close: tell the peer (``close_notify``), into the outbound queue like any write."""
-    session = c._tls
-    if session.closing:
-        return
-    session.closing = True
-    try:
-        session.sslobj.unwrap()
-    except ssl.SSLWantReadError:
-        pass  # the peer's close_notify has not come: we do not wait for it here (lingering reads on)
-    except (ssl.SSLError, OSError):
-        return
-    _send_records(c)
-
-
-def wrap(context: Any, server_side: bool, server_hostname: str | None = None) -> TlsSession:
-    return TlsSession(context, server_side, server_hostname)
+        self._refuse("dup")
 
 
 def client_side(ssl_context: Any, server_hostname: str | None, host: str) -> tuple[ssl.SSLContext, str | None] | None:
@@ -319,11 +321,4 @@ def client_side(ssl_context: Any, server_hostname: str | None, host: str) -> tup
     return ssl_context, server_hostname
 
 
-def new_conn(loop: EventLoop, sock: socket.socket, remote: Any, session: TlsSession) -> TlsConn:
-    c = TlsConn(loop, sock, remote, loop._small_read)
-    c._tls = session
-    c._state = HANDSHAKING
-    return c
-
-
-__all__ = ["TlsConn", "TlsInfo", "TlsSession"]
+__all__ = ["TlsConn", "TlsInfo", "TlsTransport"]

@@ -4,7 +4,7 @@ Every loop owns a datagram socket bound to the address (``SO_REUSEPORT``: the
 kernel spreads peers over the loops by their address, so one peer always
 reaches the same loop) -- in threads and in worker processes alike, as gnet
 does.  A ``DatagramSocket`` is one of the loop's watched descriptors
-(``_watchers``); on each readiness event it reads at most ``READ_BATCH``
+(``EventLoop.watch``); on each readiness event it reads at most ``READ_BATCH``
 datagrams, so a flood cannot starve the loop's TCP connections: what is
 left is read on the next iteration.
 
@@ -40,22 +40,20 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import inherit, syscalls
 from .address import Address, AddrInfo, format_addr, is_ip_literal, parse_address
-from .buffer import NOTHING
-from .conn import Callback, Conn
+from .conn import Conn
 from .deadlines import IdleWheel
 from .errors import ConnClosedError, UnsupportedOperationError, UnsupportedProtocolError
-from .handler import Action
 from .listener import BoundSocket
 from .poller import IN, OUT
 from .sockopts import bind, set_listener_options
 from .state import CLOSED, OPEN
 
 if TYPE_CHECKING:
-    from .eventloop import EventLoop
+    from .loopapi import LoopServices
     from .options import Options
 
 # Datagrams read per readiness event: a flood on one socket leaves the loop's
@@ -138,12 +136,11 @@ def _set_multicast_interface(sock: socket.socket, family: int, ifindex: int) -> 
 class DatagramSocket:
     """One loop's datagram socket: reading in batches, the sessions, the send queue."""
 
-    def __init__(self, loop: EventLoop, sock: socket.socket, opts: Options) -> None:
+    def __init__(self, loop: LoopServices, sock: socket.socket, opts: Options) -> None:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
         self.local = format_addr(sock.getsockname())
-        self._handler = loop._handler
         # How datagrams are received: compiled, the peer comes as its sockaddr bytes, the key of
         # its session and where replies go, with no address formatted or parsed per datagram
         # (syscalls.py); pure Python, as the socket's (host, port) tuple.  Either way one call,
@@ -163,10 +160,12 @@ class DatagramSocket:
         self._writing = False
         self.dropped = 0
         self._full_logged = False
+        self._traffic: Any = None  # set by start()
 
     def start(self) -> None:
-        self.loop._poller.register_listener(self.fd)
-        self.loop._watchers[self.fd] = self._on_event
+        # What a datagram goes to (on_traffic, or the codec's dispatcher), looked up once.
+        self._traffic = self.loop.traffic
+        self.loop.watch(self.fd, self._on_event)
 
     # -- receiving: the hot path of UDP ----------------------------------------------------
 
@@ -177,7 +176,7 @@ class DatagramSocket:
             return
         receive, source = self._receive, self._source
         sessions = self._sessions
-        on_traffic = self.loop._on_traffic
+        on_traffic = self._traffic
         wheel = self._wheel
         now = time.monotonic() if wheel is not None else 0.0
         for _ in range(READ_BATCH):
@@ -193,19 +192,16 @@ class DatagramSocket:
             if c is None:
                 c = self._open(peer, now)
             c._seen = now
-            c._src = data
+            c._receive(data)
             try:
                 action = on_traffic(c)
             except BaseException as exc:
-                c._src = NOTHING
-                c._pos = 0
-                self._failed(c, exc)
+                c._datagram_done()
+                self.loop.callback_raised(c, exc)
                 continue
-            c._src = NOTHING  # what the handler left of the datagram is dropped
-            c._pos = 0
-            c._codec_state = None  # and with it, any codec's place in it
+            c._datagram_done()
             if action:
-                self._act(c, action)
+                self.loop.act(c, action)
 
     def _open(self, peer: Any, now: float) -> DatagramConn:
         c = DatagramConn(self, peer)
@@ -214,35 +210,16 @@ class DatagramSocket:
         if len(self._sessions) >= self._max_sessions:
             if not self._full_logged:
                 self._full_logged = True
-                self.loop._logger.warning("gnetpy: max_udp_sessions (%d) reached on %s: new peers are served "
-                                          "without a session until sessions expire", self._max_sessions, self.local)
+                self.loop.logger.warning("gnetpy: max_udp_sessions (%d) reached on %s: new peers are served "
+                                         "without a session until sessions expire", self._max_sessions, self.local)
             return c
         self._sessions[peer] = c
         c._session = True
         c._seen = now
-        self.loop._counts.opened += 1
+        self.loop.counts.opened += 1
         self._wheel.add(c, now)
-        try:
-            action = self._handler.on_open(c)
-        except BaseException as exc:
-            self._failed(c, exc)
-            return c
-        if action:
-            self._act(c, action)
+        self.loop.open_conn(c)
         return c
-
-    def _act(self, c: DatagramConn, action: Any) -> None:
-        if action.__class__ is not Action:
-            self._failed(c, TypeError(f"a callback returned {action!r}; expected None or a gnetpy.Action"))
-        elif action == Action.CLOSE:
-            self.end(c, None)
-        elif action == Action.SHUTDOWN:
-            self.loop._request_stop()
-
-    def _failed(self, c: DatagramConn, exc: BaseException) -> None:
-        """A callback of ``c`` raised: logged, and its session (if any) ends with the exception."""
-        self.loop._report_callback_error(c, exc, "ending its session")
-        self.end(c, exc)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -259,17 +236,8 @@ class DatagramSocket:
         if not c._session:
             return
         self._sessions.pop(c._peer, None)
-        self.loop._counts.closed += 1
-        try:
-            action = self._handler.on_close(c, err)
-        except BaseException as exc:
-            self.loop._user_raised(exc, f"on_close of {c!r}")
-            action = None
-        callbacks, c._close_callbacks = c._close_callbacks, None
-        for callback in callbacks or ():
-            self.loop._run_callback(callback, c, None)
-        if action == Action.SHUTDOWN:
-            self.loop._request_stop()
+        self.loop.counts.closed += 1
+        self.loop.closed_conn(c, err)
 
     def close(self) -> None:
         """The loop stops: end every session, send what is queued if the kernel takes it now, close."""
@@ -278,8 +246,7 @@ class DatagramSocket:
         if self._wheel is not None:
             self._wheel.stop()
         self._flush()
-        self.loop._watchers.pop(self.fd, None)
-        self.loop._poller.unregister(self.fd)
+        self.loop.unwatch(self.fd)
         self.sock.close()
 
     @property
@@ -303,7 +270,7 @@ class DatagramSocket:
         self._queued += size
         if not self._writing:
             self._writing = True
-            self.loop._poller.modify(self.fd, IN | OUT) if not self.loop._edge_triggered else None
+            self.loop.set_interest(self.fd, IN | OUT)
         return size
 
     def _sendto(self, data: Any, peer: Any) -> int:
@@ -325,13 +292,25 @@ class DatagramSocket:
             self._queued -= len(data)
         if self._writing:
             self._writing = False
-            if not self.loop._edge_triggered:
-                self.loop._poller.modify(self.fd, IN)
+            self.loop.set_interest(self.fd, IN)
 
 class DatagramConn(Conn):
     """A peer of a datagram socket: the ``Conn`` API over datagrams (see the module docstring)."""
 
     __slots__ = ("_udp", "_peer", "_session")
+
+    _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
+        "writev": (UnsupportedOperationError, "a datagram is one write (use write)"),
+        "async_writev": (UnsupportedOperationError, "a datagram is one write (use async_write)"),
+        "dup": (UnsupportedOperationError, "its socket is shared by every peer"),
+        "pause_reading": (UnsupportedOperationError, "its socket is shared by every peer"),
+        "resume_reading": (UnsupportedOperationError, "its socket is shared by every peer"),
+        "set_no_delay": (UnsupportedProtocolError, "a TCP option"),
+        "set_keep_alive": (UnsupportedProtocolError, "a TCP option"),
+        "set_read_buffer": (UnsupportedOperationError, "its socket is shared: use socket_recv_buffer"),
+        "set_write_buffer": (UnsupportedOperationError, "its socket is shared: use socket_send_buffer"),
+        "set_linger": (UnsupportedOperationError, "UDP has no close to linger on"),
+    }
 
     def __init__(self, udp: DatagramSocket, peer: Any) -> None:
         Conn.__init__(self, udp.loop, udp.sock, format_addr(syscalls.sockaddr_to_addr(peer)), READ_SIZE)
@@ -339,6 +318,9 @@ class DatagramConn(Conn):
         self._peer = peer
         self._session = False
         self._local = udp.local
+
+    def _kind(self) -> str:
+        return "datagram"
 
     # -- sending: whole datagrams --------------------------------------------------------------
 
@@ -351,13 +333,6 @@ class DatagramConn(Conn):
     def send_to(self, data: Any, addr: Any) -> int:
         """Send ``data`` as one datagram to ``addr``: ``(host, port)`` or ``"udp://host:port"``."""
         return self._udp.send(data, _sockaddr(addr))
-
-    def writev(self, buffers: Iterable[Any]) -> int:
-        raise UnsupportedOperationError("writev on a datagram connection: a datagram is one write (use write)")
-
-    def async_writev(self, buffers: Iterable[Any], callback: Callback = None) -> None:
-        raise UnsupportedOperationError("async_writev on a datagram connection: a datagram is one write "
-                                        "(use async_write)")
 
     def flush(self) -> None:
         self._udp._flush()
@@ -374,55 +349,26 @@ class DatagramConn(Conn):
 
     # -- the loop's side, for datagrams -------------------------------------------------------
 
-    def _wake_on_loop(self, callback: Callback) -> None:
-        if self._state != OPEN:
-            self._loop._run_callback(callback, self, ConnClosedError(f"wake: {self!r} is closed"))
-            return
+    def _end(self, err: BaseException | None) -> None:
+        self._udp.end(self, err)
+
+    def _datagram_done(self) -> None:
+        """After ``on_traffic``: what the handler left of the datagram is dropped, and with it any
+        codec's place in it."""
+        self._drop()
+        self._codec_state = None
+
+    def _woken(self) -> None:
+        loop = self._loop
         try:
-            action = self._loop._on_traffic(self)
+            action = loop.traffic(self)
         except BaseException as exc:
-            self._udp._failed(self, exc)
-        else:
-            if action:
-                self._udp._act(self, action)
-        self._src = NOTHING
-        self._pos = 0
-        self._loop._run_callback(callback, self, None)
-
-    def _close_on_loop(self, callback: Callback) -> None:
-        if self._state == CLOSED:
-            self._loop._run_callback(callback, self, ConnClosedError(f"close: {self!r} is already closed"))
+            self._datagram_done()
+            loop.callback_raised(self, exc)
             return
-        if callback is not None:
-            self._close_callbacks = [*(self._close_callbacks or ()), callback]
-        self._udp.end(self, None)
-
-    # -- what a shared socket cannot do per peer ------------------------------------------------
-
-    def dup(self) -> int:
-        raise UnsupportedOperationError("dup on a datagram connection: its socket is shared by every peer")
-
-    def pause_reading(self) -> None:
-        raise UnsupportedOperationError("pause_reading on a datagram connection: its socket is shared")
-
-    def resume_reading(self) -> None:
-        raise UnsupportedOperationError("resume_reading on a datagram connection: its socket is shared")
-
-    def _check_tcp(self, what: str) -> None:
-        raise UnsupportedProtocolError(f"{what} is a TCP option; this is a UDP connection")
-
-    def set_read_buffer(self, size: int) -> None:
-        raise UnsupportedOperationError("set_read_buffer on a datagram connection: use socket_recv_buffer")
-
-    def set_write_buffer(self, size: int) -> None:
-        raise UnsupportedOperationError("set_write_buffer on a datagram connection: use socket_send_buffer")
-
-    def set_linger(self, seconds: int | None) -> None:
-        raise UnsupportedOperationError("set_linger on a datagram connection: UDP has no close to linger on")
-
-    @property
-    def local_addr(self) -> AddrInfo:
-        return self._local
+        self._datagram_done()
+        if action:
+            loop.act(self, action)
 
     def __repr__(self) -> str:
         kind = "session" if self._session else "datagram"

@@ -56,8 +56,8 @@ def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
     spec = handle._spec
     index = handle.index
     loop = spec.build_loop(index, partial(_ask_parent_to_stop, worker_end))
-    loop._counts = handle._counters
-    loop._inbound_peers = [worker._counters for worker in spec.workers]  # max_inbound_total: over every worker
+    # Counted in shared memory; max_inbound_total sums every worker's.
+    loop.share_counts(handle._counters, [worker._counters for worker in spec.workers])
     # Ctrl-C at a terminal reaches every process of the group: the parent
     # coordinates the stop.  SIGTERM to a worker alone stops that worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -69,7 +69,7 @@ def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
         if address.network == "udp":
             loop.add_datagram(DatagramListener(address, spec.opts))
     worker_end.setblocking(False)
-    loop._watch(worker_end.fileno(), partial(_on_parent_message, loop, worker_end, spec.logger))
+    loop.watch(worker_end.fileno(), partial(_on_parent_message, loop, worker_end, spec.logger))
     started: list[bool] = []
 
     def ready(error: BaseException | None) -> None:
@@ -98,13 +98,13 @@ def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, 
             message = None
         if message is None:  # the parent is gone: do not serve on as an orphan
             logger.warning("gnetpy: worker %d: the parent process is gone; stopping", loop.index)
-            loop._unwatch(worker_end.fileno())
+            loop.unwatch(worker_end.fileno())
             loop.shutdown(time.monotonic() + PARENT_GONE_FLUSH)
             return
         kind, payload, fds = message
         if kind == channel.SOCKETS:
             for fd, (remote, tls_index) in zip(fds, payload):
-                loop._open_handed_over(socket.socket(fileno=fd), remote, tls_index)
+                loop.serve_handed_over(socket.socket(fileno=fd), remote, tls_index)
         elif kind == channel.STOP:
             loop.shutdown(time.monotonic() + payload)
         else:

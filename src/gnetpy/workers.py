@@ -12,11 +12,13 @@ like an ``EventLoop`` in thread mode, so the engine starts, stops and counts
 workers as it does loops, and the acceptor hands sockets to one with
 ``hand_over``.  Everything a ``WorkerProcess`` does after start-up runs on
 the parent's main-reactor thread (its channel is one of that loop's
-watched descriptors), except ``shutdown``/``join``/``release``, which the
+watched descriptors, ``EventLoop.watch``), except ``shutdown``/``join``/``release``, which the
 engine's stop thread calls once the main reactor has stopped.
 
-* **Fork, never exec.**  A worker is a fork of the parent made after
-  ``on_boot``: it has the handler as the parent had it, and runs no
+* **Fork, never exec.**  A worker is a fork of the parent: the first ones
+  are made before ``on_boot`` (with ``reuse_port`` nothing listens until
+  they do), replacements whenever they are needed; each has the handler as
+  the parent had it at its fork, and runs no
   ``__main__`` again (no spawn, no pickling of handlers).  The first workers
   are forked before any gnetpy thread exists; replacements are forked by the
   main-reactor thread, then the only gnetpy thread.  Threads the *user*
@@ -175,7 +177,7 @@ class WorkerProcess:
         self._on_message(message)
         if self.state != SERVING:
             raise self._last_error or RuntimeError(f"worker {self.index} did not start")
-        self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
+        self._supervisor.watch(self._channel.fileno(), self._on_channel_event)
 
     def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
         """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration).
@@ -183,7 +185,10 @@ class WorkerProcess:
         A worker that does not serve now (being replaced) keeps it until it
         does, up to ``MAX_PENDING``; beyond that the socket is closed.
         """
-        if len(self._pending) >= MAX_PENDING or self._stopping:
+        if self._stopping:
+            sock.close()  # the engine is stopping: nothing will serve it
+            return
+        if len(self._pending) >= MAX_PENDING:
             sock.close()
             now = time.monotonic()
             if now - self._last_warning > WARN_EVERY:
@@ -296,7 +301,7 @@ class WorkerProcess:
             return
         assert self._channel is not None
         self._channel.setblocking(False)
-        self._supervisor._watch(self._channel.fileno(), self._on_channel_event)
+        self._supervisor.watch(self._channel.fileno(), self._on_channel_event)
         self._supervisor.call_later(START_TIMEOUT, partial(self._check_started, self.pid))
 
     def _check_started(self, pid: int) -> None:
@@ -348,7 +353,7 @@ class WorkerProcess:
 
     def _on_exit(self) -> None:
         """The worker's channel reached end of file: it exited (or is exiting)."""
-        self._supervisor._unwatch(self._channel.fileno() if self._channel else -1)
+        self._supervisor.unwatch(self._channel.fileno() if self._channel else -1)
         self._close_channel()
         pending = self._pending
         self._pending = []
@@ -358,11 +363,11 @@ class WorkerProcess:
         if status is None:
             self._signal(signal.SIGKILL)
             status = self._reap(None)
+        # Its connections died with it; the counts it held must not stay.
+        self._counters.opened = self._counters.closed = self._counters.handed_over = self._counters.inbound = 0
         if self._stopping:
             self._drop(pending)
             return
-        # Its connections died with it; the counts it held must not stay.
-        self._counters.opened = self._counters.closed = self._counters.handed_over = self._counters.inbound = 0
         if previous == SERVING:
             quick = time.monotonic() - self._started_at < RESTART_WINDOW
             self._quick_deaths = self._quick_deaths + 1 if quick else 0

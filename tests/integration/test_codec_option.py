@@ -110,6 +110,18 @@ def test_udp_with_a_codec_frames_each_datagram(serve: Any) -> None:
         assert s.recv(100) == LENGTH.encode(b"one") and s.recv(100) == LENGTH.encode(b"two")
 
 
+def test_a_datagram_of_more_frames_than_the_budget_delivers_them_all(serve: Any) -> None:
+    handler = FrameEcho(LineBasedFrameCodec())
+    engine = serve(handler, "udp://127.0.0.1:0", codec=LineBasedFrameCodec(), frame_budget=4)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(WAIT)
+        # One datagram of 200 lines: 200 replies, as many as the client's default receive buffer holds
+        # (each small datagram takes about 1 KiB of it), since it reads only after sending.
+        s.sendto(b"".join(b"%d\n" % i for i in range(200)), engine.addrs[0])
+        replies = [s.recv(100) for _ in range(200)]
+    assert replies == [b"%d\n" % i for i in range(200)]
+
+
 def test_bad_frames_in_datagrams_end_that_session_not_the_engine(serve: Any, caplog: Any) -> None:
     handler = FrameEcho(LENGTH)
     codec = LengthFieldBasedFrameCodec(length_field_length=4, initial_bytes_to_strip=4, max_frame_length=100)

@@ -48,7 +48,7 @@ class AsyncWriteEcho(gnetpy.EventHandler):
 
 
 HANDLERS = {"write": WriteEcho, "writev": WritevEcho, "async_write": AsyncWriteEcho}
-# Loops in threads of this process (processes=False); worker processes are tests/integration/test_workers.py's.
+# Loops in threads of this process (processes=False); worker processes are tests/integration/test_worker_processes.py's.
 TOPOLOGIES = {
     "1-loop": {"num_event_loop": 1},
     "4-threads-round-robin": {"num_event_loop": 4, "lb": gnetpy.LoadBalancing.ROUND_ROBIN, "processes": False},

@@ -50,6 +50,11 @@ class WhoAmI(gnetpy.EventHandler):
 
 def ask(s: socket.socket) -> tuple[int, int, bool]:
     s.sendall(b"?")
+    return ask_after_sending(s)
+
+
+def ask_after_sending(s: socket.socket) -> tuple[int, int, bool]:
+    """The answer to a "?" already sent."""
     line = b""
     while not line.endswith(b"\n"):
         chunk = s.recv(100)
@@ -292,18 +297,6 @@ def test_connections_wait_in_the_backlog_while_every_worker_is_being_replaced(se
     messages = [r.getMessage() for r in caplog.records]
     assert any("no worker is serving" in m for m in messages) and any("a worker serves again" in m for m in messages)
     assert not [m for m in messages if "internal error" in m or "Traceback" in m]
-
-
-def ask_after_sending(s: socket.socket) -> tuple[int, int, bool]:
-    """The answer to a "?" already sent (``ask`` without the send)."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = s.recv(100)
-        if not chunk:
-            raise EOFError("closed")
-        line += chunk
-    index, pid, started = line.split()
-    return int(index), int(pid), started == b"True"
 
 
 def test_a_serving_worker_killed_again_and_again_is_always_replaced(serve: Any, caplog: Any,

@@ -175,8 +175,9 @@ def test_many_closing_connections_share_one_deadline_timer(serve: Any) -> None:
         for s in clients:
             s.sendall(b"go")
         loop = engine.event_loops[0]
-        wait_for(lambda: loop.count_connections() == 200 and len(loop._closing) == 200)
-        assert all(c._state == FLUSHING for c in loop._closing.values())
+        closing = loop._closer.conns  # the loop's close protocol (closing.py)
+        wait_for(lambda: loop.count_connections() == 200 and len(closing) == 200)
+        assert all(c._state == FLUSHING for c in closing.values())
         assert len(loop._timers) <= 3  # the close-deadline sweep (and nothing per connection)
     finally:
         for s in clients:
