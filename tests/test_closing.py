@@ -32,6 +32,7 @@ class FakeLoop:
     index = 0
 
     def __init__(self, edge_triggered: bool = False) -> None:
+        self.dirty: list[StreamConn] = []  # where a stream puts itself when written to (conn.py)
         self.edge_triggered = edge_triggered
         self.calls: list[tuple[Any, ...]] = []
         self.timers: list[Timer] = []

@@ -25,6 +25,7 @@ class FakeLoop:
     index = 0
 
     def __init__(self) -> None:
+        self.dirty: list[StreamConn] = []  # where a stream puts itself when written to (conn.py)
         self.calls: list[tuple[Any, ...]] = []
         self.frames: FrameDispatcher | None = None
 

@@ -26,7 +26,8 @@ from gnetpy.limits import AsyncWriteLimit, InboundLimit
 
 
 class Loop:
-    index = 0  # all a connection asks of its loop here (its repr)
+    index = 0  # what a connection asks of its loop here: its repr, and where writes are gathered
+    dirty: list[Any] = []
 
 
 def queue(c: StreamConn, n: int) -> None:

@@ -13,12 +13,23 @@ place, ``_refuse``, with the reason its class gives in ``_REFUSED``.
 How a connection reaches its loop: only through the loop's internal interface
 (eventloop.py, "The connections' side") -- never its attributes.
 
-Writing (streams).  ``write`` goes straight to the socket while nothing is
-queued; what the kernel does not take is queued (``buffer.OutboundBuffer``)
-and flushed by the loop when the socket is writable.  ``_out`` is the empty
+Writing (streams): gathered.  What a loop callback writes is held, in order
+-- the ``bytes`` objects themselves, no copy -- and sent when the callback
+returns, before the loop goes on to the next ready descriptor: one ``write``
+for one piece, one ``writev`` for several (``_send_gathered``).  So a handler
+that answers sixteen pipelined requests with sixteen writes makes one system
+call, not sixteen (Netty's flush at read-complete).  The connection puts
+itself on its loop's list of connections with something gathered (``_dirty``,
+the list the loop hands every connection) at its first write of a callback.
+What the kernel does not take is queued (``buffer.OutboundBuffer``) and
+flushed by the loop when the socket is writable; while anything is queued,
+writes go straight to the queue (the order is kept).  ``_out`` is the empty
 tuple until something is queued, so an idle connection carries no buffer.
-``write`` is on the hot path of every message: it binds nothing it does not
-need and, in the common case, allocates nothing.
+A piece that is not ``bytes`` may change once ``write`` returns: a small one
+is copied, a large one (``GATHER_COPY_MAX``) sends what is gathered and goes
+to the socket at once rather than be copied.  ``write`` is on the hot path
+of every message: it binds nothing it does not need and, in the common case,
+allocates nothing.
 
 States.  ``_state`` is a ``ConnState`` (state.py, where the diagram is);
 only the event loop changes it.
@@ -57,10 +68,18 @@ _NOTHING_QUEUED: Any = ()
 # A non-blocking socket: no GIL hand-off where _sysio is built.  Final: a C static when
 # compiled, not a module-dict lookup per write (buffer.NOTHING says more).
 _write: Final = syscalls.write
+_writev: Final = syscalls.writev
+# The states the write path tests, as Final constants: compiled, a name imported from the
+# interpreted state.py is looked up in this module's dict at every use.
+_OPEN: Final = OPEN
+_CLOSED: Final = CLOSED
 # Why reading is paused (StreamConn._paused, a bit set): reading resumes when it is 0.
 PAUSED_BY_QUEUE = 1  # the outbound queue passed write_high_water (backpressure)
 PAUSED_BY_USER = 2  # pause_reading()
 PAUSED_BY_FRAMES = 4  # the codec's frame budget ran out: buffered frames wait for the next iteration
+# A write of a mutable buffer (bytearray, memoryview) up to this size is copied to be gathered;
+# a larger one goes to the socket at once, after what is gathered.
+GATHER_COPY_MAX: Final = 64 * 1024
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # the kinds below subclass it
@@ -283,9 +302,9 @@ class Conn(InboundBuffer):
 
 
 class StreamConn(Conn):
-    """A TCP or unix stream connection: the write queue, backpressure, socket options."""
+    """A TCP or unix stream connection: gathered writes, the write queue, backpressure, socket options."""
 
-    __slots__ = ("_out", "_paused", "_tls")
+    __slots__ = ("_out", "_paused", "_tls", "_gather", "_serving", "_dirty")
 
     _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
         "send_to": (UnsupportedProtocolError, "send_to is for UDP connections (use write)"),
@@ -296,21 +315,98 @@ class StreamConn(Conn):
         self._out: Any = _NOTHING_QUEUED  # an OutboundBuffer once something is queued (Any: mypyc checks types)
         self._paused = 0  # why reading is off: a set of PAUSED_BY_* bits (0: reading)
         self._tls: Any = None  # a TLS connection's TlsTransport (tls.py); the reactor tests it per event
+        # What this callback wrote, not yet sent: None, one bytes, or a list of them.
+        self._gather: Any = None
+        # True while the reactor runs this connection's on_traffic inline: it sends what that
+        # callback gathers itself, so a write need not put the connection on the loop's list.
+        self._serving = False
+        self._dirty: list[StreamConn] = loop.dirty  # the loop's connections with something gathered
 
     # -- outbound -----------------------------------------------------------
 
     @property
     def outbound_buffered(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-        return self._out.nbytes if self._out else 0
+        """Bytes written but not yet taken by the kernel (gathered or queued)."""
+        gather = self._gather
+        gathered = 0 if gather is None else len(gather) if type(gather) is bytes else sum(map(len, gather))
+        return gathered + (self._out.nbytes if self._out else 0)
 
     def write(self, data: Any) -> int:
-        """Send ``data`` (bytes-like) now, queueing what the socket does not take.
+        """Send ``data`` (bytes-like) when this callback returns, with the others it writes (module docstring).
 
         Returns its size: everything is either sent or queued, in order.
         A connection that has failed accepts nothing (returns 0; ``on_close``
         tells why); one that is closed raises ``ConnClosedError``.
         """
+        # The first write of a callback, the common case, in one test: nothing queued or gathered,
+        # bytes, open (`is`: states are singletons, and compiled `==` on their int subclass is a
+        # generic call), no failed write.
+        if (not self._out and self._gather is None and type(data) is bytes and self._state is _OPEN
+                and self._err is None):
+            self._gather = data
+            if not self._serving:
+                self._dirty.append(self)
+            return len(data)
+        return self._write_more(data)
+
+    def _write_more(self, data: Any) -> int:
+        if self._out:
+            return self._queue(data)
+        if self._state is not _OPEN or self._err is not None:
+            return self._write_failed(None)
+        if type(data) is not bytes:
+            if _nbytes(data) > GATHER_COPY_MAX:
+                self._send_gathered()  # a large buffer is not copied: what is gathered, then it
+                return self._write_now(data)
+            data = bytes(data)  # the caller may change it once we return
+        return self._gathered(data)
+
+    def _gathered(self, data: bytes) -> int:
+        """Hold ``data`` with what this callback wrote before it (TlsConn's writes too)."""
+        gather = self._gather
+        if gather is None:
+            self._gather = data
+            if not self._serving:
+                self._dirty.append(self)
+            return len(data)
+        return self._gather_more(gather, data)
+
+    def _gather_more(self, gather: Any, data: bytes) -> int:
+        if type(gather) is bytes:
+            self._gather = [gather, data]
+        else:
+            gather.append(data)
+        return len(data)
+
+    def _send_gathered(self) -> None:
+        """On the loop, once the callback returned (or ``flush()``, or a close): send what it wrote.
+
+        Nothing is queued here (a write made while anything was queued went to the queue, not
+        to the gather), so one piece goes straight to the socket.
+        """
+        gather = self._gather
+        if gather is None:
+            return
+        self._gather = None
+        if self._state is _CLOSED:
+            return
+        if type(gather) is not bytes:
+            self._writev_now(gather)
+            return
+        data: bytes = gather
+        try:
+            sent = _write(self._fd, data)
+            if sent == len(data):
+                return
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self._queue_rest(data, sent)
+
+    def _write_now(self, data: Any) -> int:
+        """``data`` to the socket now, queueing what it does not take (behind what is queued already)."""
         if self._out:
             return self._queue(data)
         try:
@@ -323,30 +419,40 @@ class StreamConn(Conn):
             return self._write_failed(exc)
         return self._queue_rest(data, sent)
 
-    def writev(self, buffers: Iterable[Any]) -> int:
-        """Write several buffers in one system call (``writev``); returns their total size."""
-        pieces = buffers if isinstance(buffers, list) else list(buffers)
-        if self._out or len(pieces) > IOV_MAX:
-            return sum(self._queue(piece) for piece in pieces)
-        try:
-            sent = os.writev(self._fd, pieces)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            return self._write_failed(exc)
+    def _writev_now(self, pieces: list[Any]) -> int:
+        """Several pieces in one ``writev`` (``IOV_MAX`` at a time), queueing what the socket does not take."""
         total = 0
-        for piece in pieces:
-            size = _nbytes(piece)
-            total += size
-            if sent >= size:
-                sent -= size
-            else:
-                self._queue(memoryview(piece).cast("B")[sent:] if sent else piece)
+        start = 0
+        while start < len(pieces):
+            batch = pieces if start == 0 and len(pieces) <= IOV_MAX else pieces[start:start + IOV_MAX]
+            start += len(batch)
+            if self._out:
+                for piece in batch:
+                    total += self._queue(piece)
+                continue
+            try:
+                sent = _writev(self._fd, batch)
+            except (BlockingIOError, InterruptedError):
                 sent = 0
+            except OSError as exc:
+                return self._write_failed(exc)
+            for piece in batch:
+                size = len(piece) if type(piece) is bytes else _nbytes(piece)
+                total += size
+                if sent >= size:
+                    sent -= size
+                else:
+                    self._queue(memoryview(piece).cast("B")[sent:] if sent else piece)
+                    sent = 0
         return total
 
+    def writev(self, buffers: Iterable[Any]) -> int:
+        """Write several buffers, gathered like ``write`` (one ``writev`` with the rest); returns their size."""
+        return sum([self.write(piece) for piece in buffers])
+
     def flush(self) -> None:
-        """Try to send the queued bytes now rather than when the loop next sees the socket writable."""
+        """Send what this callback has written now, and try the queue, rather than when the callback returns."""
+        self._send_gathered()
         if self._out and self._state != CLOSED:
             self._loop.flush_conn(self)
 

@@ -157,6 +157,8 @@ class EventLoop:
         self._acceptors: list[Acceptor] = []
         self._datagrams: list[DatagramSocket] = []
         self._doomed: list[StreamConn] = []
+        # Streams with writes gathered in a callback, sent before the loop goes on (conn.py, "Writing").
+        self._dirty: list[StreamConn] = []
         # Edge-triggered only: connections whose read or write stopped at the
         # per-iteration byte budget, resumed on the next iteration.
         self._busy_read: dict[int, StreamConn] = {}
@@ -374,6 +376,11 @@ class EventLoop:
     @property
     def counts(self) -> Counters:
         return self._counts
+
+    @property
+    def dirty(self) -> list[StreamConn]:
+        """Where a stream puts itself when a callback writes to it: sent once the callback returns."""
+        return self._dirty
 
     @property
     def traffic(self) -> Callable[[Any], Any]:
@@ -647,6 +654,7 @@ class EventLoop:
         # called from compiled code costs one call more per message (_unbound says more).
         on_traffic, traffic_self = _unbound(self._on_traffic)
         read = syscalls.read  # non-blocking sockets: no GIL hand-off where _sysio is built
+        write = syscalls.write
         read_size = self._read_size
         small_read = self._small_read
         nothing = NOTHING
@@ -659,6 +667,7 @@ class EventLoop:
         close = self.close_conn
         timers = self._timers
         doomed = self._doomed
+        dirty = self._dirty
         busy_read = self._busy_read
         busy_write = self._busy_write
         frames = self._frames
@@ -683,6 +692,8 @@ class EventLoop:
             if idle:
                 now = self._now = monotonic()
             for fd, ev in events:
+                if dirty:  # what the last callback wrote goes before the loop goes on
+                    self._send_dirty()
                 try:
                     c = conns[fd]
                 except KeyError:
@@ -711,11 +722,30 @@ class EventLoop:
                         # Inlined deliver() for the common case: the buffer's own
                         # _receive with nothing left over, then its _settle.
                         c._src = data
+                        c._serving = True  # its writes: sent right below, not via the dirty list
                         try:
                             action = on_traffic(traffic_self, c)
                         except BaseException as exc:
+                            c._serving = False
                             on_raise(c, exc)
                             continue
+                        c._serving = False
+                        gather = c._gather
+                        if gather is not None:
+                            # Inlined StreamConn._send_gathered for one piece (what it wrote):
+                            # its twin, as the read above is _receive's.
+                            c._gather = None
+                            if type(gather) is bytes:
+                                try:
+                                    sent = write(fd, gather)
+                                    if sent != len(gather):
+                                        c._queue_rest(gather, sent)
+                                except (BlockingIOError, InterruptedError):
+                                    c._queue_rest(gather, 0)
+                                except OSError as exc:
+                                    c._write_failed(exc)
+                            else:
+                                c._writev_now(gather)
                         if c._src is not nothing and keep_inbound(c, c._settle()):
                             continue
                         if action:
@@ -724,6 +754,8 @@ class EventLoop:
                         deliver(c, data)
                 else:
                     close(c, EOFError("connection closed by the peer"), True)
+            if dirty:
+                self._send_dirty()
             if len(events) == maxevents and maxevents < _MAX_EVENTS_CAP:
                 maxevents *= 2
             if doomed:
@@ -734,6 +766,15 @@ class EventLoop:
                 self._frames_turn()
             if timers and timers[0][0] <= monotonic():
                 self._run_timers()
+            if dirty:
+                self._send_dirty()
+
+    def _send_dirty(self) -> None:
+        """Send what callbacks wrote: one write or writev per connection (conn.py, "Writing")."""
+        dirty = self._dirty
+        for c in dirty:  # sending runs no user code: nothing is added meanwhile
+            c._send_gathered()
+        dirty.clear()
 
     def _on_other_fd(self, fd: int, ev: int) -> None:
         watcher = self._watchers.get(fd)
@@ -884,6 +925,8 @@ class EventLoop:
     def close_conn(self, c: StreamConn, err: BaseException | None, graceful: bool) -> None:
         """Every close comes here; ``graceful`` first delivers what was written (and lingers, for TCP)."""
         state = c._state
+        if graceful and state == OPEN:
+            c._send_gathered()  # what the callback wrote before closing goes first
         if state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
             err, graceful = err or c._err, False
         if graceful and state == OPEN and c._tls is not None:
@@ -925,11 +968,12 @@ class EventLoop:
             self._busy_write.pop(fd, None)
         self._poller.unregister(fd)
         c._fd = -1
-        if c._out and opened:
+        if (c._out or c._gather is not None) and opened:
             # Written bytes are dropped (a failed write, close_timeout, the stop deadline): end with
             # a reset, so the peer cannot take what it got for everything (a FIN would say so).
             reset_on_close(c._sock)
         c._sock.close()
+        c._gather = None
         if c._out:
             c._out.clear_all()
         self._counts.closed += 1

@@ -1,10 +1,10 @@
-"""The read and write calls of the reactor's non-blocking sockets.
+"""The read, write and writev calls of the reactor's non-blocking sockets.
 
 ``_sysio`` (C, built with the compiled accelerator) makes them without releasing the GIL:
 they never wait, and the hand-off (drop the GIL, take it back: a mutex and a condition
 variable) is a large share of a small message's cost
 (benchmarks/results/2026-11-27-compiled-accelerator.md).  Without the build, or with
-GNETPY_NO_EXTENSIONS=1, they are ``os.read`` and ``os.write``: the same results and errors.
+GNETPY_NO_EXTENSIONS=1, they are ``os.read``, ``os.write`` and ``os.writev``: the same results and errors.
 Only for descriptors that are non-blocking: a blocking call holding the GIL would stop
 every other thread.
 
@@ -25,15 +25,16 @@ import socket
 import sys
 from typing import Any, Callable, Optional
 
+writev: Callable[[int, list[Any]], int]
 recvfrom_raw: Optional[Callable[[int, int], tuple[bytes, bytes]]]
 sendto_raw: Optional[Callable[[int, Any, bytes], int]]
 epoll_wait: Optional[Callable[[int, float, int], list[tuple[int, int]]]]
 try:
-    from ._sysio import epoll_wait, read, write
+    from ._sysio import epoll_wait, read, write, writev
     from ._sysio import recvfrom as recvfrom_raw
     from ._sysio import sendto as sendto_raw
 except ImportError:  # pure Python
-    read, write = os.read, os.write
+    read, write, writev = os.read, os.write, os.writev
     recvfrom_raw = sendto_raw = epoll_wait = None
 
 
@@ -52,4 +53,4 @@ def sockaddr_to_addr(peer: Any) -> Any:
     raise ValueError(f"a sockaddr of family {family} ({len(peer)} bytes): not IPv4 or IPv6")
 
 
-__all__ = ["epoll_wait", "read", "recvfrom_raw", "sendto_raw", "sockaddr_to_addr", "write"]
+__all__ = ["epoll_wait", "read", "recvfrom_raw", "sendto_raw", "sockaddr_to_addr", "write", "writev"]

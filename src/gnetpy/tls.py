@@ -243,10 +243,10 @@ class TlsTransport:
         return len(data) if data.__class__ is bytes else memoryview(data).nbytes
 
     def send_records(self) -> None:
-        """What the SSLObject produced (records, alerts, handshake messages) to the socket."""
+        """What the SSLObject produced (records, alerts, handshake messages) to the socket, now."""
         records = self.outgoing.read()
         if records:
-            StreamConn.write(self.conn, records)
+            StreamConn._write_now(self.conn, records)
 
     def close_notify(self) -> None:
         """Before a local close: tell the peer (``close_notify``), into the outbound queue like any write."""
@@ -282,15 +282,19 @@ class TlsConn(StreamConn):
         return "TLS"
 
     def write(self, data: Any) -> int:
-        """Encrypt ``data`` and send the records (queued like any write when the socket is full)."""
-        if self._state != OPEN:
-            return StreamConn.write(self, data)  # refuses, or raises on a closed connection, as a stream does
-        return self._tls.encrypt(data)  # type: ignore[no-any-return]
+        """Gather ``data``: what the callback writes is encrypted in one go when it returns (fewer, fuller
+        records), then sent -- or queued behind what is queued, ciphertext all of it."""
+        if self._state != OPEN or self._err is not None:
+            return self._write_failed(None)  # refuses, or raises on a closed connection, as a stream does
+        return self._gathered(data if type(data) is bytes else bytes(data))
 
-    def writev(self, buffers: Any) -> int:
-        """TLS frames what it is given: the pieces go into one write."""
-        pieces = [bytes(piece) for piece in buffers]
-        return self.write(b"".join(pieces))
+    def _send_gathered(self) -> None:
+        gather = self._gather
+        if gather is None:
+            return
+        self._gather = None
+        if self._state == OPEN:
+            self._tls.encrypt(gather if type(gather) is bytes else b"".join(gather))
 
     @property
     def tls(self) -> TlsInfo | None:

@@ -550,8 +550,8 @@ def test_backpressure_counts_ciphertext(serve: Any, ca: Any, server_cert: Any) -
 
     class Flood(gnetpy.EventHandler):
         def on_open(self, c: gnetpy.Conn) -> Any:
-            c.write(b"y" * size)
-            seen.append((c.outbound_buffered, c.reading_paused))
+            c.write(b"y" * size)  # gathered: encrypted and sent when on_open returns
+            c.event_loop.call_later(0, lambda: seen.append((c.outbound_buffered, c.reading_paused)))
 
         def on_drained(self, c: gnetpy.Conn) -> Any:
             drained.set()
