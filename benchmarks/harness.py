@@ -15,7 +15,11 @@ is length-prefixed frames echoed frame by frame (gnetpy's codec layer against
 the same framing by hand), W9 is ping-pong on 1% of 10 000 connections (gnetpy
 with and without idle timeouts), W10 is W1 over TLS 1.3 and W11 a full TLS
 handshake per connection (the TLS load generator benchmarks/tlsload.c; openssl
-and libssl-dev are installed with apt-get where missing, as root).  See
+and libssl-dev are installed with apt-get where missing, as root).  W12-W14
+run application servers instead of echo servers: HTTP plaintext under wrk
+(W12p pipelined 16 deep as TechEmpower's rule, W12np not), RESP under
+redis-benchmark (W13p with -P 16, W13np with -P 1) and WebSocket echo under
+benchmarks/wsload.c (W14); `--workloads W12,W13` name both variants.  See
 benchmarks/README.md for what the workloads and columns mean.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import datetime
 import functools
@@ -58,6 +63,16 @@ ASYNCIO_UDP_ECHO = BENCH_DIR / "servers" / "asyncio_udp_echo.py"
 FLOOR_ECHO = BENCH_DIR / "servers" / "floor_echo.py"
 GNETPY_FRAMES = BENCH_DIR / "servers" / "gnetpy_frames.py"
 TLS_ECHO = BENCH_DIR / "servers" / "tls_echo.py"   # W10, W11: gnetpy, asyncio and uvloop with one SSLContext
+# W12-W14: application servers (HTTP, RESP, WebSocket) rather than echo servers.
+GNETPY_HTTP = REPO_ROOT / "examples" / "http_server.py"     # W12 (/plaintext) and W14 (/ws)
+GNETPY_REDIS = REPO_ROOT / "examples" / "redis_server.py"   # W13
+HTTP_UVLOOP = BENCH_DIR / "servers" / "http_uvloop.py"      # http_server.py's handler on uvloop
+REDIS_UVLOOP = BENCH_DIR / "servers" / "redis_uvloop.py"    # redis_server.py's commands on uvloop
+ASGI_PLAINTEXT = BENCH_DIR / "servers" / "asgi_plaintext.py"   # uvicorn's app
+RSGI_PLAINTEXT = BENCH_DIR / "servers" / "rsgi_plaintext.py"   # granian's app
+WS_WEBSOCKETS = BENCH_DIR / "servers" / "ws_websockets.py"
+WS_PICOWS = BENCH_DIR / "servers" / "ws_picows.py"
+BEHIND_HAPROXY = BENCH_DIR / "servers" / "behind_haproxy.py"   # gnetpy's echo with HAProxy in front
 DEFAULT_OUT = BENCH_DIR / "results"
 
 READY_TIMEOUT_S = 10.0       # a server must accept a connection (and start its workers) within this
@@ -93,7 +108,8 @@ class Workload:
     size: int = 64             # W8: the frame's body, after its 4-byte length header
     depth: int = 1
     idle: bool = False
-    mode: str = "load"         # load, idle, churn (a connection per request), udp, frames (W8) or mixed (W9)
+    mode: str = "load"         # load, idle, churn (a connection per request), udp, frames (W8), mixed (W9),
+                               # tls, tls-churn (W10, W11), http, resp, ws (W12-W14)
 
     @property
     def udp(self) -> bool:
@@ -102,6 +118,17 @@ class Workload:
     @property
     def tls(self) -> bool:
         return self.mode in ("tls", "tls-churn")
+
+    @property
+    def app(self) -> bool:
+        """W12-W14: an application protocol (HTTP, RESP, WebSocket), served by application servers."""
+        return self.mode in APP_MODES
+
+
+# W12-W14's modes: the protocol each speaks, the tool that drives it.
+APP_MODES = {"http": "HTTP", "resp": "RESP (Redis)", "ws": "WebSocket"}
+HTTP_CONNS = 256    # W12: wrk -c256 -t1, as TechEmpower's plaintext test
+RESP_CLIENTS = 50   # W13: redis-benchmark -c 50
 
 
 WORKLOADS = {
@@ -124,8 +151,19 @@ WORKLOADS = {
         Workload("W10", "TLS echo: 50 conns x 64 B ping-pong, TLS 1.3, AES-GCM", 50, mode="tls"),
         Workload("W11", "TLS handshakes: 50 clients: connect, handshake, 64 B echo, close", 50,
                  mode="tls-churn"),
+        # W12: wrk -t1 -c256 on GET /plaintext; depth = requests pipelined per write (W12p: 16, as
+        # TechEmpower's plaintext test; W12np: 1, one at a time).  `size` is unused (wrk's requests).
+        Workload("W12p", "wrk -c256 /plaintext, 16 pipelined", HTTP_CONNS, depth=16, mode="http"),
+        Workload("W12np", "wrk -c256 /plaintext, not pipelined", HTTP_CONNS, depth=1, mode="http"),
+        # W13: redis-benchmark -c 50 -t set,get; depth = -P (commands pipelined per client).
+        Workload("W13p", "redis-benchmark SET+GET, -P 16", RESP_CLIENTS, depth=16, mode="resp"),
+        Workload("W13np", "redis-benchmark SET+GET, -P 1", RESP_CLIENTS, depth=1, mode="resp"),
+        # W14: benchmarks/wsload.c: 50 WebSocket connections x 64 B binary messages, 16 in flight (W2's shape).
+        Workload("W14", "WebSocket echo 50 x 64 B, 16 in flight", 50, depth=16, mode="ws"),
     )
 }
+# Names that stand for several workloads on the command line: W12 and W13 are both their variants.
+WORKLOAD_GROUPS = {"W12": ["W12p", "W12np"], "W13": ["W13p", "W13np"]}
 
 
 @dataclass(frozen=True)
@@ -144,6 +182,12 @@ class Server:
     # W10, W11: a TLS echo (ADDR, certificate, key -> argv); a server without one skips them.
     tls_command: Callable[[str, Path, Path], list[str]] | None = None
     tls_unavailable: Callable[[], str | None] = lambda: None
+    # W12-W14: an application server (command = it) speaking these of APP_MODES, and nothing
+    # else; an echo server (empty) runs none of W12-W14.
+    serves: frozenset[str] = frozenset()
+    # W6 only: every connection must begin with a PROXY header of this version ("v1", "v2"),
+    # which the load generator then sends (loadgen --proxy).
+    proxy: str | None = None
 
     def argv(self, addr: str, wl: Workload | None = None, tls: TlsFiles | None = None) -> list[str]:
         if addr.startswith("udp://"):
@@ -157,8 +201,20 @@ class Server:
             return self.frames_command(addr)
         return self.command(addr)
 
+    def applies_to(self, wl: Workload) -> bool:
+        """Whether `wl` is for this kind of server at all: echo servers run W1-W11, application servers
+        the workloads of their protocols.  A pair that does not apply is not run and not listed as
+        skipped (an HTTP server in W1 is no more news than an echo server in W12)."""
+        return wl.mode in self.serves if wl.app or self.serves else True
+
     def cannot_run(self, wl: Workload) -> str | None:
         """Why this server cannot run workload `wl` (beyond `unavailable`), or None."""
+        if wl.app:
+            return None
+        if self.proxy is not None and wl.mode != "churn":
+            churn = [w for w, x in WORKLOADS.items() if x.mode == "churn"]
+            return (f"{self.name} requires a PROXY header on every connection: it runs only "
+                    f"{', '.join(churn)}, where the load generator sends one per connection")
         frames = [w for w, x in WORKLOADS.items() if x.mode == "frames"]
         if self.frames_only and wl.mode != "frames":
             return f"{self.name} is a length-prefixed frame echo: it runs only {', '.join(frames)}"
@@ -318,6 +374,30 @@ IDLE_TIMEOUT_S = 60
 GNETPY_IDLE = _gnetpy_variant("gnetpy-idle", 1, "--idle-timeout", str(IDLE_TIMEOUT_S))
 SERVERS[GNETPY_IDLE.name] = GNETPY_IDLE
 
+# W6 "what a PROXY header costs per connection": gnetpy requiring one (each version), the
+# load generator sending it with the connection's message; against plain gnetpy.  And W1
+# (or any TCP workload) "what HAProxy in front costs": gnetpy-haproxy is HAProxy (one
+# thread, send-proxy-v2) and gnetpy's echo measured together (servers/behind_haproxy.py).
+GNETPY_PROXY = {
+    s.name: s
+    for s in (
+        dataclasses.replace(_gnetpy_variant("gnetpy-proxy-v1", 1, "--proxy-protocol", "v1"), proxy="v1"),
+        dataclasses.replace(_gnetpy_variant("gnetpy-proxy-v2", 1, "--proxy-protocol", "v2"), proxy="v2"),
+    )
+}
+SERVERS.update(GNETPY_PROXY)
+
+
+def _haproxy_missing() -> str | None:
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
+        return "haproxy is not installed (apt-get install haproxy)"
+    return _gnetpy_missing()
+
+
+GNETPY_HAPROXY = Server("gnetpy-haproxy", lambda addr: [sys.executable, str(BEHIND_HAPROXY), "--addr", addr],
+                        _haproxy_missing, _gnetpy_env)
+SERVERS[GNETPY_HAPROXY.name] = GNETPY_HAPROXY
+
 
 def _gnetpy_frames(name: str, mode: str) -> Server:
     """W8's gnetpy servers: benchmarks/servers/gnetpy_frames.py --mode codec|hand (frames only)."""
@@ -339,6 +419,100 @@ GNETPY_FRAMES_SERVERS = {
 SERVERS.update(GNETPY_FRAMES_SERVERS)
 
 
+# ---- W12-W14: application servers -----------------------------------------
+
+
+def host_port(addr: str) -> tuple[str, str]:
+    """tcp://HOST:PORT -> (HOST, PORT)."""
+    host, _, port = addr.removeprefix("tcp://").rpartition(":")
+    return host, port
+
+
+def _missing(*modules: str, files: Sequence[Path] = (), programs: Sequence[str] = ()) -> Callable[[], str | None]:
+    """An `unavailable` check: the files must exist, the modules be importable, the programs on PATH."""
+    def why() -> str | None:
+        for path in files:
+            if not path.exists():
+                return f"{path.relative_to(REPO_ROOT)} does not exist"
+        gone = [m for m in modules if importlib.util.find_spec(m) is None]
+        if gone:
+            return f"{', '.join(gone)} not importable in this Python (pip install {' '.join(gone)})"
+        for program in programs:
+            if shutil.which(program) is None:
+                return f"{program} is not on PATH"
+        return None
+    return why
+
+
+def _gnetpy_http(addr: str) -> list[str]:
+    return [sys.executable, str(GNETPY_HTTP), "--addr", addr, "--loops", "1"]
+
+
+def _gnetpy_redis(addr: str) -> list[str]:
+    return [sys.executable, str(GNETPY_REDIS), "--addr", addr, "--loops", "1"]
+
+
+def _uvicorn(addr: str) -> list[str]:
+    host, port = host_port(addr)
+    return [sys.executable, "-m", "uvicorn", f"{ASGI_PLAINTEXT.stem}:app", "--app-dir", str(ASGI_PLAINTEXT.parent),
+            "--host", host, "--port", port, "--loop", "uvloop", "--http", "httptools", "--workers", "1",
+            "--no-access-log", "--log-level", "warning"]
+
+
+def _granian(addr: str) -> list[str]:
+    host, port = host_port(addr)
+    return [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "1", "--runtime-threads", "1",
+            "--blocking-threads", "1", "--http", "1", "--no-ws", "--log-level", "warning",
+            "--working-dir", str(RSGI_PLAINTEXT.parent), "--host", host, "--port", port,
+            f"{RSGI_PLAINTEXT.stem}:app"]
+
+
+def _redis_server(addr: str) -> list[str]:
+    host, port = host_port(addr)
+    # No persistence (and a scratch directory, should it write anything), one I/O thread (the default).
+    return ["redis-server", "--port", port, "--bind", host, "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--dir", tempfile.gettempdir()]
+
+
+_GNETPY_HTTP_MISSING = _missing("httptools", "websockets", files=(GNETPY_HTTP,))
+_GNETPY_REDIS_MISSING = _missing("hiredis", files=(GNETPY_REDIS,))
+APP_SERVERS = {
+    s.name: s
+    for s in (
+        # W12 (HTTP plaintext) and W14 (WebSocket echo): one example, one port; compiled and pure.
+        Server("gnetpy-http", _gnetpy_http, _GNETPY_HTTP_MISSING, _gnetpy_env, serves=frozenset({"http", "ws"})),
+        Server("gnetpy-http-pure", _gnetpy_http, _GNETPY_HTTP_MISSING, _gnetpy_pure_env,
+               serves=frozenset({"http", "ws"})),
+        Server("http-uvloop", lambda addr: [sys.executable, str(HTTP_UVLOOP), "--addr", addr.removeprefix("tcp://")],
+               _missing("httptools", "uvloop", files=(HTTP_UVLOOP,)), serves=frozenset({"http"})),
+        Server("uvicorn", _uvicorn, _missing("uvicorn", "uvloop", "httptools", files=(ASGI_PLAINTEXT,)),
+               serves=frozenset({"http"})),
+        # granian forks its worker: a parent and one worker process (both pinned, both measured).
+        Server("granian", _granian, _missing("granian", files=(RSGI_PLAINTEXT,)), workers=1,
+               serves=frozenset({"http"})),
+        # W13 (RESP): the gnetpy example, compiled and pure, its commands on uvloop, and Redis itself.
+        Server("gnetpy-redis", _gnetpy_redis, _GNETPY_REDIS_MISSING, _gnetpy_env, serves=frozenset({"resp"})),
+        Server("gnetpy-redis-pure", _gnetpy_redis, _GNETPY_REDIS_MISSING, _gnetpy_pure_env,
+               serves=frozenset({"resp"})),
+        Server("redis-uvloop", lambda addr: [sys.executable, str(REDIS_UVLOOP), "--addr", addr.removeprefix("tcp://")],
+               _missing("hiredis", "uvloop", files=(REDIS_UVLOOP, GNETPY_REDIS)), serves=frozenset({"resp"})),
+        Server("redis-server", _redis_server, _missing(programs=("redis-server",)), serves=frozenset({"resp"})),
+        # W14 (WebSocket echo): websockets' asyncio server and picows (on uvloop).
+        Server("websockets", lambda addr: [sys.executable, str(WS_WEBSOCKETS), "--addr", addr.removeprefix("tcp://")],
+               _missing("websockets", files=(WS_WEBSOCKETS,)), serves=frozenset({"ws"})),
+        Server("picows", lambda addr: [sys.executable, str(WS_PICOWS), "--addr", addr.removeprefix("tcp://")],
+               _missing("picows", "uvloop", files=(WS_PICOWS,)), serves=frozenset({"ws"})),
+    )
+}
+SERVERS.update(APP_SERVERS)
+# On request only: websockets' server on uvloop, to tell the event loop's share from websockets' own.
+WEBSOCKETS_UVLOOP = Server(
+    "websockets-uvloop",
+    lambda addr: [sys.executable, str(WS_WEBSOCKETS), "--addr", addr.removeprefix("tcp://"), "--uvloop"],
+    _missing("websockets", "uvloop", files=(WS_WEBSOCKETS,)), serves=frozenset({"ws"}))
+SERVERS[WEBSOCKETS_UVLOOP.name] = WEBSOCKETS_UVLOOP
+
+
 def add_baseline_server(checkout: Path) -> None:
     """Register server 'baseline': the echo examples of another checkout, with its own src/."""
     udp_echo = checkout / "examples" / "udp_echo.py"
@@ -356,14 +530,19 @@ def add_baseline_server(checkout: Path) -> None:
 # gnetpy's multi-loop arrangements (one CPU for all of them; see GNETPY_VARIANTS), and
 # gnetpy with idle timeouts on (W9's question; see GNETPY_IDLE), and W8's frame echoes,
 # which do run by default when W8 does (see default_servers).
-ON_REQUEST = ("floor", *GNETPY_VARIANTS, GNETPY_IDLE.name, *GNETPY_FRAMES_SERVERS)
-DEFAULT_SERVERS = [name for name in SERVERS if name not in ON_REQUEST]
+ON_REQUEST = ("floor", *GNETPY_VARIANTS, GNETPY_IDLE.name, *GNETPY_PROXY, GNETPY_HAPROXY.name, *GNETPY_FRAMES_SERVERS, WEBSOCKETS_UVLOOP.name)
+# The echo servers run by default; W12-W14's application servers join them when those workloads run.
+DEFAULT_SERVERS = [name for name in SERVERS if name not in ON_REQUEST and name not in APP_SERVERS]
 
 
 def default_servers(workloads: Sequence[str]) -> list[str]:
-    """The servers run when --servers is not given: DEFAULT_SERVERS, and W8's gnetpy servers with W8."""
-    frames = any(WORKLOADS[w].mode == "frames" for w in workloads)
-    return [*DEFAULT_SERVERS, *(GNETPY_FRAMES_SERVERS if frames else ())]
+    """The servers run when --servers is not given: DEFAULT_SERVERS, W8's gnetpy servers with W8,
+    and the application servers of W12-W14's protocols with those workloads."""
+    modes = {WORKLOADS[w].mode for w in workloads}
+    echo = any(not WORKLOADS[w].app for w in workloads)
+    frames = "frames" in modes
+    apps = [name for name, s in APP_SERVERS.items() if s.serves & modes]
+    return [*(DEFAULT_SERVERS if echo else ()), *(GNETPY_FRAMES_SERVERS if frames else ()), *apps]
 
 LOAD_METRICS = (
     "msgs_per_s",
@@ -390,9 +569,16 @@ MIXED_METRICS = ("idle_conns", *LOAD_METRICS)   # W9: the active connections' fi
 FRAMES_METRICS = LOAD_METRICS   # W8: a message is a frame
 TLS_METRICS = LOAD_METRICS            # W10: a message over TLS (plaintext bytes for MB/s)
 TLS_CHURN_METRICS = CHURN_METRICS     # W11: a connection is one full TLS handshake
+# W12 (wrk) and W13 (redis-benchmark): requests completed, the server's CPU per request, and the
+# load generator's CPU use; W12 also the responses that were not 2xx/3xx and the socket errors.
+HTTP_METRICS = ("reqs_per_s", "server_user_us_per_req", "server_sys_us_per_req", "server_cpu_util",
+                "loadgen_cpu_util", "errors")
+RESP_METRICS = ("reqs_per_s", "set_per_s", "get_per_s", "server_user_us_per_req", "server_sys_us_per_req",
+                "server_cpu_util", "loadgen_cpu_util")
+WS_METRICS = LOAD_METRICS   # W14: a message is one WebSocket binary frame each way
 METRICS = {"load": LOAD_METRICS, "idle": IDLE_METRICS, "churn": CHURN_METRICS, "udp": UDP_METRICS,
            "frames": FRAMES_METRICS, "mixed": MIXED_METRICS, "tls": TLS_METRICS,
-           "tls-churn": TLS_CHURN_METRICS}
+           "tls-churn": TLS_CHURN_METRICS, "http": HTTP_METRICS, "resp": RESP_METRICS, "ws": WS_METRICS}
 # Per mode: the throughput and the server CPU figure that get ratios, tables and charts.
 COMPARED = {
     "load": ("msgs_per_s", "server_user_us_per_msg"),
@@ -403,13 +589,21 @@ COMPARED = {
     "mixed": ("msgs_per_s", "server_user_us_per_msg"),
     "tls": ("msgs_per_s", "server_user_us_per_msg"),
     "tls-churn": ("conns_per_s", "server_user_us_per_conn"),
+    "http": ("reqs_per_s", "server_user_us_per_req"),
+    "resp": ("reqs_per_s", "server_user_us_per_req"),
+    "ws": ("msgs_per_s", "server_user_us_per_msg"),
 }
 REFERENCES = ("uvloop", "c")
 # W8 also compares with gnetpy-frames (framing by hand): gnetpy-codec's ratio to it is the
 # price of the codec layer.  W9 compares with plain gnetpy: gnetpy-idle's ratio to it is the
 # price of idle timeouts.  W10 and W11 compare with uvloop only (the C server has no TLS).
+# W12-W14 compare with the application servers' counterparts of uvloop and C: W12 with
+# http-uvloop (examples/http_server.py's handler on uvloop), W13 with redis-uvloop (the same
+# commands on uvloop) and redis-server, W14 with websockets (the same sans-I/O framing as the
+# gnetpy example, on its asyncio server) and picows.
 MODE_REFERENCES = {"frames": ("gnetpy-frames", *REFERENCES), "mixed": ("gnetpy", *REFERENCES),
-                   "tls": ("uvloop",), "tls-churn": ("uvloop",)}
+                   "tls": ("uvloop",), "tls-churn": ("uvloop",), "http": ("http-uvloop",),
+                   "resp": ("redis-uvloop", "redis-server"), "ws": ("websockets", "picows")}
 CODEC_TARGET = 1.3   # W8: gnetpy-codec / gnetpy-frames user µs per frame should stay at or under this
 TLS_TARGET = 1.0     # W10: gnetpy / uvloop server user µs per message should stay at or under this
 
@@ -845,6 +1039,12 @@ def mode_args(wl: Workload, addr: str) -> list[str]:
     return ["--depth", str(wl.depth)]
 
 
+def proxy_args(server: str) -> list[str]:
+    """The load generator's --proxy for a server that requires a PROXY header (W6 only: cannot_run)."""
+    version = SERVERS[server].proxy if server in SERVERS else None
+    return ["--proxy", version] if version else []
+
+
 def read_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -912,6 +1112,7 @@ def run_load(
     argv = [
         str(loadgen), *loadgen_target(server.addr),
         "--conns", str(wl.conns), "--size", str(wl.size), *mode_args(wl, server.addr),
+        *proxy_args(server.name),
         "--duration", str(cfg.duration), "--warmup", str(cfg.warmup),
         "--pid", str(server.proc.pid),
     ]
@@ -1017,11 +1218,383 @@ def run_mixed(
     return {**result, "idle_conns": setup["connections"], "idle_setup_s": setup["setup_s"]}
 
 
+# ---- W12-W14: application servers under wrk, redis-benchmark and wsload ----
+
+
+class WorkloadFailed(HarnessError):
+    """An application server failed a W12-W14 run: it did not start, died, or its load tool failed
+    against it (wrk or redis-benchmark exiting with an error, wsload finding a wrong echo).  The
+    server is shown as FAILED in that workload, with the message, and the run goes on."""
+
+
+HTTP_PATH = "/plaintext"     # W12: TechEmpower's plaintext test
+WS_PATH = "/ws"              # W14: examples/http_server.py's WebSocket endpoint (the others take any path)
+# TechEmpower's plaintext request headers besides Host (wrk adds that): sent by wrk with -H.
+WRK_HEADERS = (
+    ("Accept: text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,"
+     "*/*;q=0.7"),
+    "Connection: keep-alive",
+)
+# W12p: TechEmpower's pipeline.lua: each write is DEPTH copies of the request (wrk -s ... -- DEPTH).
+WRK_PIPELINE_LUA = """\
+-- TechEmpower's pipeline.lua: every write carries `depth` requests (wrk ... -- depth).
+init = function(args)
+  local r = {}
+  local depth = tonumber(args[1]) or 1
+  for i = 1, depth do
+    r[i] = wrk.format()
+  end
+  req = table.concat(r)
+end
+
+request = function()
+  return req
+end
+"""
+TOOLS = {"http": ("wrk", "apt-get install wrk"),
+         "resp": ("redis-benchmark", "apt-get install redis-tools")}
+RESP_TESTS = ("SET", "GET")          # redis-benchmark -t set,get: SET's run, then GET's
+RESP_FIRST_REQUESTS = 1000           # W13's first warm-up run: this many x -P requests per test
+RESP_MIN_REQUESTS = 1000             # per test, at least
+RESP_CALIBRATION_RUNS = 5            # W13's warm-up: at most this many runs (sizing the measured one)
+TOOL_POLL_S = 0.002                  # how often a running wrk/redis-benchmark is checked for its exit
+
+
+def missing_tool(mode: str) -> str | None:
+    """Why W12's or W13's load tool cannot run here (not on PATH), or None."""
+    if mode not in TOOLS:
+        return None
+    tool, install = TOOLS[mode]
+    if shutil.which(tool) is None:
+        return f"{tool} is not installed here (its load generator; `{install}`)"
+    return None
+
+
+@dataclass(frozen=True)
+class TreeCpu:
+    """A process tree's CPU time between two samples (as loadcommon.h's tree_cpu_delta)."""
+    user_s: float
+    sys_s: float
+    processes: int    # summed: present at both ends, or started in between
+    started: int
+    exited: int       # gone by the second sample: their CPU time is lost
+
+
+def read_tree_cpu(pid: int) -> dict[tuple[int, int], tuple[int, int]]:
+    """(pid, start time) -> (utime, stime) in clock ticks, for `pid` and all its descendants."""
+    out = {}
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()   # fields[0] is field 3 (the state)
+            out[(p, int(fields[19]))] = (int(fields[11]), int(fields[12]))   # 22: start; 14, 15
+    return out
+
+
+def tree_cpu_delta(before: dict[tuple[int, int], tuple[int, int]],
+                   after: dict[tuple[int, int], tuple[int, int]]) -> TreeCpu:
+    """What the tree spent between the samples: a process in both counts its difference, one that
+    started in between all its time, one that exited in between is lost (counted in `exited`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = started = 0
+    for key, (u, s) in after.items():
+        u0, s0 = before.get(key, (0, 0))
+        started += key not in before
+        user += max(0, u - u0)
+        system += max(0, s - s0)
+    exited = sum(key not in after for key in before)
+    return TreeCpu(user / tick, system / tick, len(after), started, exited)
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    wall_s: float      # spawn to exit
+    cpu_s: float       # the tool's own user + system CPU time
+    server: TreeCpu    # the server's, over the same time
+
+    def output(self, limit: int = 2000) -> str:
+        text = "\n".join(t.strip() for t in (self.stderr, self.stdout) if t.strip())
+        return text[-limit:] or "(no output)"
+
+
+def run_tool(procs: Processes, argv: list[str], server: RunningServer, cpu: int | None, workdir: Path,
+             timeout: float) -> ToolRun:
+    """Run a load tool (wrk, redis-benchmark) pinned to `cpu` to its end; the server's CPU time
+    (its whole process tree, from /proc) is read just before it starts and just after it exits."""
+    stem = workdir / f"{Path(argv[0]).name}-{time.monotonic_ns()}"
+    before = read_tree_cpu(server.proc.pid)
+    with open(f"{stem}.out", "wb") as out, open(f"{stem}.err", "wb") as err:
+        start = time.monotonic()
+        proc = procs.spawn(argv, cpu, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    try:
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"{show_argv(argv)} did not finish in {timeout:g} s against the "
+                                   f"{server.name} server; its output:\n{server.output()}")
+            time.sleep(TOOL_POLL_S)
+        wall = time.monotonic() - start
+        after = read_tree_cpu(server.proc.pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)   # reaped here: Popen must not wait again
+    finally:
+        procs.stop(proc)
+    return ToolRun(argv, proc.returncode, Path(f"{stem}.out").read_text(errors="replace"),
+                   Path(f"{stem}.err").read_text(errors="replace"), wall, usage.ru_utime + usage.ru_stime,
+                   tree_cpu_delta(before, after))
+
+
+def tool_failure(run: ToolRun, server: RunningServer) -> WorkloadFailed:
+    tool = Path(run.argv[0]).name
+    return WorkloadFailed(f"{tool} exited with code {run.rc} against the {server.name} server: {run.output()}"
+                          f"\n{server.name} server output:\n{server.output()}")
+
+
+def server_cpu_fields(run: ToolRun, count: float, unit: str) -> dict[str, Any]:
+    """The server's CPU per `unit` over the tool's run, and both sides' CPU use (1.0 = one CPU)."""
+    cpu = run.server
+    return {
+        f"server_user_us_per_{unit}": cpu.user_s * 1e6 / count,
+        f"server_sys_us_per_{unit}": cpu.sys_s * 1e6 / count,
+        "server_cpu_util": (cpu.user_s + cpu.sys_s) / run.wall_s,
+        "server_processes": cpu.processes,
+        "server_processes_started": cpu.started,
+        "server_processes_exited": cpu.exited,
+        "loadgen_cpu_util": run.cpu_s / run.wall_s,
+        "window_s": run.wall_s,
+        "command": show_argv(run.argv),
+    }
+
+
+# -- W12: wrk --------------------------------------------------------------
+
+_WRK_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def _wrk_us(value: str, unit: str) -> float:
+    return float(value) * _WRK_UNITS[unit]
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """wrk's report: requests, their rate, the run's length, latency, errors.
+
+    `errors` sums the responses that were not 2xx or 3xx and the socket errors (connect, read,
+    write, timeout).  With pipelining wrk times a whole batch, and its latency distribution is
+    not per request (it prints zeros): the percentiles are None unless they read as one.
+    Raises HarnessError when the report has no request count or rate (wrk printed something else).
+    """
+    done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", text, re.MULTILINE)
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
+    if not done or not rate:
+        raise HarnessError(f"cannot read wrk's report (no 'N requests in T' or 'Requests/sec:' line):\n"
+                           f"{text.strip()[-2000:]}")
+    non_2xx = re.search(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", text, re.MULTILINE)
+    sock = re.search(r"^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text,
+                     re.MULTILINE)
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else \
+        {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    avg = re.search(r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\b", text, re.MULTILINE)
+    dist = {int(q): _wrk_us(v, u) for q, v, u in
+            re.findall(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)}
+    values = [dist[q] for q in sorted(dist)]
+    sane = len(values) == 4 and values[0] > 0 and values == sorted(values)
+    result = {
+        "requests": int(done.group(1)),
+        "wrk_duration_s": _wrk_us(done.group(2), done.group(3)) / 1e6,
+        "reqs_per_s": float(rate.group(1)),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": socket_errors,
+        "latency_avg_us": _wrk_us(*avg.groups()) if avg else None,
+        "latency_p50_us": dist[50] if sane else None,
+        "latency_p99_us": dist[99] if sane else None,
+    }
+    result["errors"] = result["non_2xx"] + sum(socket_errors.values())
+    return result
+
+
+def whole_seconds(s: float) -> int:
+    """wrk takes whole seconds (-d2s): `s` rounded, at least 1."""
+    return max(1, round(s))
+
+
+def wrk_argv(wl: Workload, addr: str, seconds: int, script: Path) -> list[str]:
+    """wrk -t1 -cCONNS -dSECONDS, TechEmpower's headers, GET /plaintext; with DEPTH > 1 pipelined."""
+    host, port = host_port(addr)
+    argv = ["wrk", "-t1", f"-c{wl.conns}", f"-d{seconds}s", "--latency"]
+    for header in WRK_HEADERS:
+        argv += ["-H", header]
+    if wl.depth > 1:
+        argv += ["-s", str(script)]
+    argv.append(f"http://{host}:{port}{HTTP_PATH}")
+    return argv + (["--", str(wl.depth)] if wl.depth > 1 else [])
+
+
+def run_wrk(procs: Processes, server: RunningServer, wl: Workload, cfg: Config, workdir: Path,
+            cpu: int | None) -> dict[str, Any]:
+    """W12: a warm-up run of wrk, then the measured one; the server's CPU over the measured run."""
+    script = workdir / "pipeline.lua"
+    if not script.exists():
+        script.write_text(WRK_PIPELINE_LUA)
+    if cfg.warmup > 0:
+        warm = run_tool(procs, wrk_argv(wl, server.addr, whole_seconds(cfg.warmup), script), server, cpu,
+                        workdir, whole_seconds(cfg.warmup) + LOADGEN_SLACK_S)
+        if warm.rc != 0:
+            raise tool_failure(warm, server)
+    run = run_tool(procs, wrk_argv(wl, server.addr, whole_seconds(cfg.duration), script), server, cpu, workdir,
+                   whole_seconds(cfg.duration) + LOADGEN_SLACK_S)
+    if run.rc != 0:
+        raise tool_failure(run, server)
+    report = parse_wrk(run.stdout)
+    if report["requests"] == 0:
+        raise WorkloadFailed(f"wrk completed no request against the {server.name} server in "
+                             f"{report['wrk_duration_s']:.2f} s:\n{run.output()}\n"
+                             f"{server.name} server output:\n{server.output()}")
+    return {"mode": "http", "connections": wl.conns, "pipeline": wl.depth, "threads": 1, "path": HTTP_PATH,
+            **report, "duration_s": report["wrk_duration_s"],
+            **server_cpu_fields(run, report["requests"], "req")}
+
+
+# -- W13: redis-benchmark --------------------------------------------------
+
+
+def parse_redis_benchmark(text: str) -> dict[str, dict[str, float]]:
+    """redis-benchmark --csv's report: {test: {rps, avg_latency_ms, ..., p99_latency_ms, ...}}.
+
+    Raises HarnessError when there is no header line or no row with a rate.
+    """
+    rows = list(csv.reader(line for line in text.splitlines() if line.startswith('"')))
+    if not rows or rows[0][:2] != ["test", "rps"]:
+        raise HarnessError("cannot read redis-benchmark's --csv report (no \"test\",\"rps\",... header):\n"
+                           f"{text.strip()[-2000:]}")
+    header = rows[0]
+    tests = {}
+    for row in rows[1:]:
+        try:
+            tests[row[0]] = {name: float(value) for name, value in zip(header[1:], row[1:])}
+        except ValueError:
+            raise HarnessError(f"cannot read redis-benchmark's --csv row {row}") from None
+    return tests
+
+
+def redis_benchmark_argv(wl: Workload, addr: str, requests: int) -> list[str]:
+    """redis-benchmark -c CLIENTS -n REQUESTS -t set,get -P DEPTH --csv (one thread: its default)."""
+    host, port = host_port(addr)
+    return ["redis-benchmark", "-h", host, "-p", port, "-c", str(wl.conns), "-n", str(requests),
+            "-t", ",".join(t.lower() for t in RESP_TESTS), "-P", str(wl.depth), "--csv"]
+
+
+def _resp_rates(run: ToolRun, server: RunningServer) -> dict[str, float]:
+    """SET's and GET's requests/s from a finished redis-benchmark run."""
+    if run.rc != 0:
+        raise tool_failure(run, server)
+    tests = parse_redis_benchmark(run.stdout)
+    missing = [t for t in RESP_TESTS if tests.get(t, {}).get("rps", 0) <= 0]
+    if missing:
+        raise WorkloadFailed(f"redis-benchmark reported no rate for {', '.join(missing)} against the "
+                             f"{server.name} server:\n{run.output()}")
+    return {t: tests[t]["rps"] for t in RESP_TESTS} | {f"{t}_p99_ms": tests[t].get("p99_latency_ms", 0.0)
+                                                       for t in RESP_TESTS}
+
+
+def run_redis_benchmark(procs: Processes, server: RunningServer, wl: Workload, cfg: Config, workdir: Path,
+                        cpu: int | None) -> dict[str, Any]:
+    """W13: redis-benchmark runs a fixed number of requests, so the warm-up also sizes the measured
+    run: a first short run, then (while warm-up time is left) one sized from its rates to fill it;
+    the measured run gets the requests per test that the last rates say take --duration for SET
+    and GET together.  The server's CPU is read over the measured run."""
+    def timed(requests: int) -> ToolRun:
+        return run_tool(procs, redis_benchmark_argv(wl, server.addr, requests), server, cpu, workdir,
+                        max(4 * cfg.duration, cfg.warmup) + LOADGEN_SLACK_S)
+
+    requests, spent = RESP_FIRST_REQUESTS * wl.depth, 0.0
+    for _ in range(RESP_CALIBRATION_RUNS):
+        warm = timed(requests)
+        rates = _resp_rates(warm, server)
+        spent += warm.wall_s
+        per_request_s = sum(1 / rates[t] for t in RESP_TESTS)   # one SET and one GET
+        left = cfg.warmup - spent
+        if left < 0.1:
+            break
+        requests = max(requests, int(left / per_request_s))
+    requests = max(RESP_MIN_REQUESTS, int(cfg.duration / per_request_s))
+    run = timed(requests)
+    rates = _resp_rates(run, server)
+    tool_s = sum(requests / rates[t] for t in RESP_TESTS)   # the two tests' own timings
+    total = requests * len(RESP_TESTS)
+    return {"mode": "resp", "clients": wl.conns, "pipeline": wl.depth, "tests": ",".join(RESP_TESTS),
+            "requests_per_test": requests, "requests": total, "reqs_per_s": total / tool_s,
+            "set_per_s": rates["SET"], "get_per_s": rates["GET"], "set_p99_ms": rates["SET_p99_ms"],
+            "get_p99_ms": rates["GET_p99_ms"], "duration_s": tool_s, **server_cpu_fields(run, total, "req")}
+
+
+# -- W14: wsload -----------------------------------------------------------
+
+
+def run_ws(procs: Processes, wsload: Path, server: RunningServer, wl: Workload, cfg: Config,
+           cpu: int | None) -> dict[str, Any]:
+    """W14: benchmarks/wsload.c's upgrade to GET /ws, then binary messages; its JSON report."""
+    host, port = host_port(server.addr)
+    argv = [str(wsload), "--tcp", f"{host}:{port}", "--path", WS_PATH, "--conns", str(wl.conns),
+            "--size", str(wl.size), "--depth", str(wl.depth), "--duration", str(cfg.duration),
+            "--warmup", str(cfg.warmup), "--pid", str(server.proc.pid)]
+    proc = procs.spawn(argv, cpu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=cfg.warmup + cfg.duration + LOADGEN_SLACK_S)
+    except subprocess.TimeoutExpired:
+        raise loadgen_failure(server, None, b"", "wsload") from None
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise loadgen_failure(server, proc.returncode, err, "wsload")
+    return json.loads(out)
+
+
+def run_app(procs: Processes, workdir: Path, server_name: str, wl: Workload, cfg: Config,
+            wsload: Path | None = None) -> dict[str, Any]:
+    """W12-W14: a fresh application server on TCP, one measurement, the server stopped.  Anything
+    that goes wrong but a usage error (ServerRejected) is WorkloadFailed: shown, not fatal."""
+    server_cpu, loadgen_cpu = pick_cpus()
+    addr = free_tcp_addr()   # W12-W14 are TCP whatever --unix says
+    spec = SERVERS[server_name]
+    try:
+        server = start_server(procs, server_name, spec.command(addr), addr, workdir, server_cpu, spec.env())
+    except ServerRejected:
+        raise
+    except HarnessError as e:
+        raise WorkloadFailed(str(e)) from None
+    try:
+        if spec.workers:
+            wait_for_processes(server, 1 + spec.workers)
+        if wl.mode == "http":
+            result = run_wrk(procs, server, wl, cfg, workdir, loadgen_cpu)
+        elif wl.mode == "resp":
+            result = run_redis_benchmark(procs, server, wl, cfg, workdir, loadgen_cpu)
+        else:
+            result = run_ws(procs, wsload or ensure_built("wsload"), server, wl, cfg, loadgen_cpu)
+        server.check_alive("during the run")
+    except WorkloadFailed:
+        raise
+    except HarnessError as e:
+        raise WorkloadFailed(str(e)) from None
+    finally:
+        procs.stop(server.proc)
+    return result
+
+
 def run_once(
     procs: Processes, loadgen: Path, workdir: Path, server_name: str, wl: Workload,
-    cfg: Config, idle_conns: int, tls: TlsSetup | None = None,
+    cfg: Config, idle_conns: int, tls: TlsSetup | None = None, wsload: Path | None = None,
 ) -> dict[str, Any]:
-    """Fresh server, one measurement, server stopped.  W10/W11 need `tls` (prepare_tls)."""
+    """Fresh server, one measurement, server stopped.  W10/W11 need `tls` (prepare_tls); W12-W14
+    run application servers (run_app; W14 with `wsload`, built here if not given)."""
+    if wl.app:
+        return run_app(procs, workdir, server_name, wl, cfg, wsload)
     server_cpu, loadgen_cpu = pick_cpus()
     if wl.tls:
         if tls is None:
@@ -1121,6 +1694,11 @@ def times(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
+def percent(s: dict[str, float]) -> str:
+    """A CPU use's median (1.0 = one CPU) as a percentage."""
+    return f"{s['median']:.0%}"
+
+
 LOAD_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/msg",
                "sys µs/msg", "thr/uvloop", "thr/C", "user/uvloop", "user/C"]
 IDLE_HEADER = ["workload", "server", "conns", "KiB/conn", "RSS before KiB", "RSS after KiB",
@@ -1140,10 +1718,18 @@ TLS_HEADER = ["workload", "server", "msgs/s", "MB/s", "p99 µs", "user µs/msg",
               "loadgen CPU", "thr/uvloop", "user/uvloop"]
 TLS_CHURN_HEADER = ["workload", "server", "handshakes/s", "p99 µs", "user µs/handshake",
                     "sys µs/handshake", "loadgen CPU", "thr/uvloop", "user/uvloop"]
-# In this order: W1-W4, W5, W6, W7, W8, W9, W10, W11.
+# W12-W14: application servers.  loadgen CPU is the load tool's own (wrk, redis-benchmark,
+# wsload): near 100 % the client, not the server, is the limit.  server CPU: 1.0 = one CPU.
+HTTP_HEADER = ["workload", "server", "req/s", "user µs/req", "sys µs/req", "server CPU", "loadgen CPU",
+               "errors", "thr/http-uvloop", "user/http-uvloop"]
+RESP_HEADER = ["workload", "server", "req/s", "SET/s", "GET/s", "user µs/req", "sys µs/req", "server CPU",
+               "loadgen CPU", "thr/redis-uvloop", "user/redis-uvloop", "user/redis-server"]
+WS_HEADER = ["workload", "server", "msgs/s", "p99 µs", "user µs/msg", "sys µs/msg", "server CPU",
+             "loadgen CPU", "thr/websockets", "user/websockets", "user/picows"]
+# In this order: W1-W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W14.
 HEADERS = {"load": LOAD_HEADER, "idle": IDLE_HEADER, "churn": CHURN_HEADER, "udp": UDP_HEADER,
            "frames": FRAMES_HEADER, "mixed": MIXED_HEADER, "tls": TLS_HEADER,
-           "tls-churn": TLS_CHURN_HEADER}
+           "tls-churn": TLS_CHURN_HEADER, "http": HTTP_HEADER, "resp": RESP_HEADER, "ws": WS_HEADER}
 
 
 def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]:
@@ -1199,6 +1785,29 @@ def table_rows(summary: dict[str, dict[str, Any]], mode: str) -> list[list[str]]
                     times(r["conns_per_s_vs_uvloop"]),
                     times(r["server_user_us_per_conn_vs_uvloop"]),
                 ])
+            elif mode == "http":
+                rows.append([
+                    wl_name, srv, cell(s["reqs_per_s"]), cell(s["server_user_us_per_req"]),
+                    cell(s["server_sys_us_per_req"]), percent(s["server_cpu_util"]),
+                    percent(s["loadgen_cpu_util"]),
+                    "0" if s["errors"]["max"] == 0 else f"{cell(s['errors'])} ERRORS",
+                    times(r["reqs_per_s_vs_http-uvloop"]), times(r["server_user_us_per_req_vs_http-uvloop"]),
+                ])
+            elif mode == "resp":
+                rows.append([
+                    wl_name, srv, cell(s["reqs_per_s"]), cell(s["set_per_s"]), cell(s["get_per_s"]),
+                    cell(s["server_user_us_per_req"]), cell(s["server_sys_us_per_req"]),
+                    percent(s["server_cpu_util"]), percent(s["loadgen_cpu_util"]),
+                    times(r["reqs_per_s_vs_redis-uvloop"]), times(r["server_user_us_per_req_vs_redis-uvloop"]),
+                    times(r["server_user_us_per_req_vs_redis-server"]),
+                ])
+            elif mode == "ws":
+                rows.append([
+                    wl_name, srv, cell(s["msgs_per_s"]), cell(s["rtt_p99_us"]), cell(s["server_user_us_per_msg"]),
+                    cell(s["server_sys_us_per_msg"]), percent(s["server_cpu_util"]),
+                    percent(s["loadgen_cpu_util"]), times(r["msgs_per_s_vs_websockets"]),
+                    times(r["server_user_us_per_msg_vs_websockets"]), times(r["server_user_us_per_msg_vs_picows"]),
+                ])
             elif mode == "udp":
                 rows.append([
                     wl_name, srv, cell(s["msgs_per_s"]), cell(s["mb_per_s"]),
@@ -1242,14 +1851,29 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def failed_rows(results: dict[str, Any], mode: str, width: int) -> list[list[str]]:
+    """W12-W14: a row for each server that failed every repetition of a workload (no figures)."""
+    rows = []
+    for wl_name, per_server in results.get("failed", {}).items():
+        if _chart_mode(results, wl_name) != mode:
+            continue
+        for srv in per_server:
+            if srv not in results["summary"].get(wl_name, {}):
+                rows.append([wl_name, srv, "FAILED", *([""] * (width - 3))])
+    return rows
+
+
 def build_tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
-    """One table per kind of workload: W1-W4, W5, W6, W7, W8, W9."""
+    """One table per kind of workload: W1-W4, W5, W6, W7, W8, W9, W10, W11, W12, W13, W14."""
     tables = []
     for mode, header in HEADERS.items():
         rows = table_rows(results["summary"], mode)
         if rows and mode == "idle":
             idle_rss_cells(results["runs"], rows)
+        rows += failed_rows(results, mode, len(header))
         if rows:
+            rows.sort(key=lambda row: list(results["summary"]).index(row[0])
+                      if row[0] in results["summary"] else len(results["summary"]))
             tables.append((header, rows))
     return tables
 
@@ -1302,6 +1926,7 @@ def notes(results: dict[str, Any]) -> list[str]:
             out.append(cost)
     for w in (w for w in wls if WORKLOADS[w].tls):
         out += tls_notes(w, results["summary"].get(w, {}), cfg["unix"])
+    out += app_notes(results)
     for srv, reason in results["skipped"].items():
         out.append(f"SKIPPED {srv}: {reason}")
     for srv, wl_names, reason in group_skips(results.get("skipped_workloads", {})):
@@ -1381,6 +2006,81 @@ def tls_notes(wl_name: str, per_server: dict[str, Any], unix: bool = False) -> l
     return out
 
 
+APP_SERVER_NOTES = {
+    "http": ("gnetpy-http: examples/http_server.py, one event loop (gnetpy-http-pure: GNETPY_NO_EXTENSIONS=1); "
+             "http-uvloop: the same handler on uvloop (benchmarks/servers/http_uvloop.py); uvicorn: "
+             "benchmarks/servers/asgi_plaintext.py, --loop uvloop --http httptools, one worker, no access log; "
+             "granian: benchmarks/servers/rsgi_plaintext.py, RSGI, one worker (a parent and a worker process, "
+             "both measured), one runtime thread."),
+    "resp": ("gnetpy-redis: examples/redis_server.py, one event loop (gnetpy-redis-pure: "
+             "GNETPY_NO_EXTENSIONS=1); redis-uvloop: its commands on uvloop (benchmarks/servers/redis_uvloop.py); "
+             "redis-server: --save '' --appendonly no."),
+    "ws": ("gnetpy-http: examples/http_server.py's /ws (websockets' sans-I/O protocol over gnetpy; "
+           "gnetpy-http-pure: GNETPY_NO_EXTENSIONS=1); websockets: its own asyncio server on asyncio's loop "
+           "(benchmarks/servers/ws_websockets.py); picows: on uvloop (benchmarks/servers/ws_picows.py)."),
+}
+
+
+def app_notes(results: dict[str, Any]) -> list[str]:
+    """W12-W14's notes: what each ran, whose load generator was at its limit, errors and failures."""
+    cfg = results["config"]
+    out = []
+    over = " over TCP (--unix does not apply)" if cfg.get("unix") else ""
+    described: set[str] = set()
+    for w in cfg["workloads"]:
+        mode = _chart_mode(results, w)
+        if mode not in APP_MODES:
+            continue
+        info = results.get("workloads", {}).get(w) or dataclasses.asdict(WORKLOADS[w])
+        conns, depth, size = info["conns"], info["depth"], info["size"]
+        if mode == "http":
+            how = (f"{depth} requests pipelined per write (TechEmpower's pipeline.lua)" if depth > 1
+                   else "one request at a time per connection")
+            text = (f"{w}: wrk -t1 -c{conns} -d{whole_seconds(cfg['duration'])}s (whole seconds) GET "
+                    f"{HTTP_PATH}{over} with TechEmpower's headers, {how}, after a warm-up run of wrk; "
+                    f"req/s is wrk's; server CPU is read from /proc over the whole measured wrk run and "
+                    f"divided by the requests wrk completed (connection setup and the requests in flight "
+                    f"when it stops are in the CPU, not in the count); errors: responses not 2xx/3xx plus "
+                    f"socket errors.")
+        elif mode == "resp":
+            text = (f"{w}: redis-benchmark -c {conns} -P {depth} -t set,get --csv (one client thread){over}, "
+                    f"-n sized by its warm-up runs so that SET and GET together take about "
+                    f"{cfg['duration']:g} s; req/s = their requests / the two tests' own times; server CPU "
+                    f"over the measured redis-benchmark run / its requests.")
+        else:
+            text = (f"{w}: benchmarks/wsload.c: {conns} WebSocket connections{over} (GET {WS_PATH} upgrade, "
+                    f"the 101 checked), {size} B binary messages, {depth} in flight per connection, each a "
+                    f"masked client frame echoed as one server frame, every byte checked; msgs/s and server "
+                    f"CPU per message over wsload's measured window.")
+        if mode not in described:
+            described.add(mode)
+            text += "  " + APP_SERVER_NOTES[mode]
+        out.append(text)
+        per_server = results["summary"].get(w, {})
+        bound = [srv for srv, s in per_server.items() if s["loadgen_cpu_util"]["median"] >= LOADGEN_BOUND]
+        unit = "msg" if mode == "ws" else "request"
+        if bound:
+            out.append(f"{w}: the load generator was at >= {LOADGEN_BOUND:.0%} of its CPU against "
+                       f"{', '.join(bound)}: there the {unit}s/s are (also) the client's limit; server CPU "
+                       f"per {unit} still holds.")
+        if mode == "http":
+            for srv in per_server:
+                mine = [r for r in results["runs"] if r["workload"] == w and r["server"] == srv]
+                if any(r["errors"] for r in mine):
+                    sock = {k: sum(r["socket_errors"][k] for r in mine) for k in ("connect", "read", "write",
+                                                                               "timeout")}
+                    out.append(f"ERRORS {srv} in {w}: {sum(r['non_2xx'] for r in mine)} responses not 2xx/3xx, "
+                               f"socket errors " + ", ".join(f"{k} {v}" for k, v in sock.items())
+                               + f" over {len(mine)} run(s); its req/s counts every response wrk completed.")
+        for srv, errors in results.get("failed", {}).get(w, {}).items():
+            ran = sum(1 for r in results["runs"] if r["workload"] == w and r["server"] == srv)
+            first = errors[0].strip().splitlines()[0] if errors[0].strip() else "(no message)"
+            out.append(f"FAILED {srv} in {w} ({len(errors)} of {len(errors) + ran} repetition(s)): {first}")
+    for why in results.get("not_run", {}).values():
+        out.append(f"NOT RUN: {why}")
+    return out
+
+
 def idle_timeout_cost(per_server: dict[str, Any]) -> str | None:
     """W9's note: gnetpy-idle / gnetpy user µs per message, when both ran."""
     if "gnetpy" not in per_server or "gnetpy-idle" not in per_server:
@@ -1448,7 +2148,8 @@ def write_chart(path: Path, results: dict[str, Any]) -> str | None:
         m = results.get("machine", {})
         cfg = results.get("config", {})
         fig.suptitle(
-            f"gnetpy echo benchmarks · {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs · "
+            f"gnetpy {'' if any(_chart_mode(results, w) in APP_MODES for w in wls) else 'echo '}benchmarks · "
+            f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs · "
             f"Python {m.get('python', '?')} · {_chart_date(m.get('date'))}\n"
             f"bars: median of {cfg.get('reps', '?')} run(s) of {cfg.get('duration', 0):g} s per server, "
             f"whiskers: min-max", fontsize=12)
@@ -1480,14 +2181,30 @@ CHART_PANELS = {
     "tls-churn": (("conns_per_s", "TLS handshakes/s (higher is better)"),
                   ("server_user_us_per_conn", "server user CPU, µs/handshake (lower is better)")),
     "idle": (("kib_per_conn", "server RSS, KiB per idle conn (lower is better)"),),
+    "http": (("reqs_per_s", "HTTP requests/s (higher is better)"),
+             ("server_user_us_per_req", "server user CPU, µs/request (lower is better)")),
+    "resp": (("reqs_per_s", "RESP requests/s, SET+GET (higher is better)"),
+             ("server_user_us_per_req", "server user CPU, µs/request (lower is better)")),
+    "ws": (("msgs_per_s", "WebSocket msgs/s (higher is better)"),
+           ("server_user_us_per_msg", "server user CPU, µs/msg (lower is better)")),
 }
 # Per mode: the unit of the figure the summary panel compares (COMPARED's last metric).
 SUMMARY_UNITS = {"load": "µs/msg", "idle": "KiB/conn", "churn": "µs/conn", "udp": "µs/datagram",
-                 "frames": "µs/frame", "mixed": "µs/msg", "tls": "µs/msg", "tls-churn": "µs/handshake"}
+                 "frames": "µs/frame", "mixed": "µs/msg", "tls": "µs/msg", "tls-churn": "µs/handshake",
+                 "http": "µs/req", "resp": "µs/req", "ws": "µs/msg"}
+# W12-W14's yardsticks in the summary panel, in uvloop's place: the same handler (or, W14, the
+# same framing) on uvloop/asyncio.
+CHART_MODE_REFERENCES = {"http": "http-uvloop", "resp": "redis-uvloop", "ws": "websockets"}
+# W12-W14's throughput bars also say how busy the load generator was (and W12 its errors).
+CHART_CLIENT_MODES = ("http", "resp", "ws")
 # The usual servers keep their colours from chart to chart; any other (W8's, W9's gnetpy-idle, the
 # variants, a --baseline) takes the next free one of CHART_PALETTE in the order it appears.
 CHART_COLORS = {"gnetpy": "tab:green", "gnetpy-pure": "tab:blue", "asyncio": "tab:purple",
-                "uvloop": "tab:gray", "c": "tab:olive"}
+                "uvloop": "tab:gray", "c": "tab:olive",
+                # W12-W14: gnetpy's examples as gnetpy, their uvloop counterparts as uvloop, Redis as C.
+                "gnetpy-http": "tab:green", "gnetpy-http-pure": "tab:blue", "gnetpy-redis": "tab:green",
+                "gnetpy-redis-pure": "tab:blue", "http-uvloop": "tab:gray", "redis-uvloop": "tab:gray",
+                "websockets": "tab:gray", "redis-server": "tab:olive"}
 CHART_PALETTE = ("tab:orange", "tab:cyan", "tab:red", "tab:brown", "tab:pink", "gold", "black",
                  "darkseagreen", "navy", "salmon", "teal", "orchid")
 
@@ -1521,17 +2238,24 @@ def _server_colors(names: Sequence[str]) -> dict[str, str]:
     return {**CHART_COLORS, **{s: CHART_PALETTE[i % len(CHART_PALETTE)] for i, s in enumerate(others)}}
 
 
+def chart_reference(mode: str) -> str:
+    """The summary panel's yardstick for a mode: uvloop, or W12-W14's counterpart of it."""
+    return CHART_MODE_REFERENCES.get(mode, CHART_REFERENCE)
+
+
 def summary_ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """ratios[workload][server]: the server's median CPU figure (COMPARED's last: user µs per
-    message, connection, ...; W5's KiB per connection) over uvloop's, where uvloop ran."""
+    message, connection, ...; W5's KiB per connection) over uvloop's, where uvloop ran (W12-W14:
+    over http-uvloop's, redis-uvloop's, websockets', chart_reference)."""
     out: dict[str, dict[str, float]] = {}
     for w, per_server in results["summary"].items():
-        metric = COMPARED[_chart_mode(results, w)][-1]
-        ref = per_server.get(CHART_REFERENCE, {}).get(metric, {}).get("median")
+        mode = _chart_mode(results, w)
+        metric, reference = COMPARED[mode][-1], chart_reference(mode)
+        ref = per_server.get(reference, {}).get(metric, {}).get("median")
         if not ref:
             continue
         mine = {srv: s[metric]["median"] / ref for srv, s in per_server.items()
-                if srv != CHART_REFERENCE and metric in s and s[metric]["median"] > 0}
+                if srv != reference and metric in s and s[metric]["median"] > 0}
         if mine:
             out[w] = mine
     return out
@@ -1556,7 +2280,8 @@ def _summary_panel(ax: Any, results: dict[str, Any], ratios: dict[str, dict[str,
             ax.annotate(f"{r:.2f}" if r >= 0.1 else f"{r:.3f}", (pos, r), xytext=(0, 3 if r >= 1 else -3),
                         textcoords="offset points",
                         ha="center", va="bottom" if r >= 1 else "top", fontsize=8, rotation=90)
-    ax.axhline(1.0, color="black", linewidth=1.2, linestyle="--", label=f"{CHART_REFERENCE} = 1.0")
+    refs = list(dict.fromkeys(chart_reference(_chart_mode(results, w)) for w in wls))
+    ax.axhline(1.0, color="black", linewidth=1.2, linestyle="--", label=f"{' / '.join(refs)} = 1.0")
     ax.set_yscale("log")
     values = [r for per in ratios.values() for r in per.values()]
     lo, hi = min(min(values), 0.5) / 2.2, max(max(values), 2.0) * 2.2
@@ -1568,14 +2293,22 @@ def _summary_panel(ax: Any, results: dict[str, Any], ratios: dict[str, dict[str,
     labels = []
     for w in wls:
         mode = _chart_mode(results, w)
-        ref = results["summary"][w][CHART_REFERENCE][COMPARED[mode][-1]]["median"]
-        labels.append(f"{w}\n{CHART_REFERENCE}:\n{num(ref)} {SUMMARY_UNITS[mode]}")
+        reference = chart_reference(mode)
+        ref = results["summary"][w][reference][COMPARED[mode][-1]]["median"]
+        labels.append(f"{w}\n{reference}:\n{num(ref)} {SUMMARY_UNITS[mode]}")
     ax.set_xticks(range(len(wls)), labels)
     ax.set_xlim(-0.6, len(wls) - 0.4)
-    ax.set_ylabel(f"÷ {CHART_REFERENCE}'s (log scale)")
-    ax.set_title(f"Server user CPU per message (or per the unit under each workload; W5: memory per "
+    others = [r for r in refs if r != CHART_REFERENCE]
+    ax.set_ylabel(f"÷ {CHART_REFERENCE}'s (log scale)" if not others else "÷ the reference's (log scale)")
+    if not others:
+        title = (f"Server user CPU per message (or per the unit under each workload; W5: memory per "
                  f"idle connection) ÷ {CHART_REFERENCE}'s: lower is better, below the dashed line is "
-                 f"cheaper than {CHART_REFERENCE}", fontsize=11, fontweight="bold")
+                 f"cheaper than {CHART_REFERENCE}")
+    else:
+        title = (f"Server user CPU per message (or per the unit under each workload; W5: memory per "
+                 f"idle connection) ÷ the reference's named under each workload ({', '.join(refs)}): "
+                 f"lower is better, below the dashed line is cheaper than the reference")
+    ax.set_title(textwrap.fill(title, width=140) if others else title, fontsize=11, fontweight="bold")
     ax.legend(loc="center left", bbox_to_anchor=(1.005, 0.5), frameon=False)
 
 
@@ -1588,9 +2321,16 @@ def _bars(ax: Any, results: dict[str, Any], w: str, metric: str, label: str,
     lo = [med[i] - per_server[s][metric]["min"] for i, s in enumerate(names)]
     hi = [per_server[s][metric]["max"] - med[i] for i, s in enumerate(names)]
     texts = [num(v) for v in med]
-    lost = _chart_mode(results, w) == "udp" and metric == "msgs_per_s"
+    mode = _chart_mode(results, w)
+    lost = mode == "udp" and metric == "msgs_per_s"
     if lost:   # W7's lost datagrams go under each server's datagrams/s
         texts = [f"{t}\n{num(per_server[s]['lost']['median'])} lost" if "lost" in per_server[s] else t
+                 for t, s in zip(texts, names)]
+    client = mode in CHART_CLIENT_MODES and metric == COMPARED[mode][0]
+    if client:   # W12-W14: the load generator's CPU (and W12's errors) under each throughput
+        texts = [f"{t}\nclient {per_server[s]['loadgen_cpu_util']['median']:.0%}"
+                 + (f"\n{num(per_server[s]['errors']['median'])} ERR"
+                    if per_server[s].get("errors", {}).get("max") else "")
                  for t, s in zip(texts, names)]
     ax.bar(range(len(names)), med, yerr=[lo, hi], capsize=3, color=[colors[s] for s in names],
            error_kw={"elinewidth": 1, "ecolor": "0.25"})
@@ -1599,7 +2339,7 @@ def _bars(ax: Any, results: dict[str, Any], w: str, metric: str, label: str,
         ax.annotate(texts[i], (i, v + hi[i]), xytext=(0, 2), textcoords="offset points",
                     ha="center", va="bottom", fontsize=8)
     top = max((v + h for v, h in zip(med, hi)), default=0)
-    ax.set_ylim(0, top * (1.3 if lost else 1.18) if top > 0 else 1)
+    ax.set_ylim(0, top * (1.3 if lost or client else 1.18) if top > 0 else 1)
     ax.yaxis.set_major_formatter(lambda v, _pos: num(v))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(textwrap.fill(f"{w}: {_chart_title(results, w)}", width=44) + f"\n{label}", fontsize=10)
@@ -1674,16 +2414,31 @@ def benchmark(cfg: Config) -> dict[str, Any]:
         raise HarnessError("none of the requested servers can run here")
     # A server that runs, but not this workload (floor has no UDP; gnetpy's UDP example may be missing).
     # W8 runs frame echoes only (a byte echo cannot run it; gnetpy-codec cannot run anything else).
+    # W12-W14 run application servers, W1-W11 echo servers: a pair that does not apply is not run
+    # and not listed (applies_to).  W12's and W13's load tools must be installed.
     skipped_workloads: dict[str, dict[str, str]] = {}
+    unserved: dict[str, str] = {}   # workloads that none of the servers given runs
     for wl_name in cfg.workloads:
-        for srv in ran.servers:
-            if why := SERVERS[srv].cannot_run(WORKLOADS[wl_name]):
+        wl = WORKLOADS[wl_name]
+        mine = [srv for srv in ran.servers if SERVERS[srv].applies_to(wl)]
+        if not mine:
+            theirs = [name for name, x in SERVERS.items() if x.applies_to(wl) and name not in ON_REQUEST]
+            unserved[wl_name] = (f"{wl_name} ran no server: none of those given runs it (its servers: "
+                                 f"{', '.join(theirs)})")
+        for srv in mine:
+            if why := SERVERS[srv].cannot_run(wl) or missing_tool(wl.mode):
                 skipped_workloads.setdefault(wl_name, {})[srv] = why
+    for why in unserved.values():
+        print(f"NOT RUN: {why}", file=sys.stderr)
     for srv, wl_names, why in group_skips(skipped_workloads):
         print(f"SKIPPING {srv} in {', '.join(wl_names)}: {why}", file=sys.stderr)
     loadgen = ensure_built("loadgen")
     if "c" in ran.servers:
         ensure_built("c_echo")
+    # W14's load generator, when a server is to run it.
+    wsload = ensure_built("wsload") if any(
+        SERVERS[srv].applies_to(WORKLOADS[w]) and srv not in skipped_workloads.get(w, {})
+        for w in cfg.workloads if WORKLOADS[w].mode == "ws" for srv in ran.servers) else None
     idle_conns, idle_note = idle_conn_count(cfg.idle_conns, cfg.workloads)
     if not any(WORKLOADS[w].idle or WORKLOADS[w].mode == "mixed" for w in cfg.workloads):
         idle_note = None
@@ -1691,21 +2446,28 @@ def benchmark(cfg: Config) -> dict[str, Any]:
         print(idle_note, file=sys.stderr)
 
     runs: list[dict[str, Any]] = []
+    failed: dict[str, dict[str, list[str]]] = {}   # W12-W14: failed[workload][server] = each failure
     with Processes() as procs, tempfile.TemporaryDirectory(prefix="gnetpy-bench-") as tmp:
         tls = prepare_tls(Path(tmp), cfg.workloads, ran.servers, skipped_workloads)   # W10, W11
         for wl_name in cfg.workloads:
             wl = WORKLOADS[wl_name]
             for rep in range(cfg.reps):
                 for srv in ran.servers:   # interleaved: A B C D A B C D ...
-                    if srv in skipped or srv in skipped_workloads.get(wl_name, {}):
+                    if srv in skipped or srv in skipped_workloads.get(wl_name, {}) or \
+                            not SERVERS[srv].applies_to(wl):
                         continue
                     try:
-                        result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns, tls)
+                        result = run_once(procs, loadgen, Path(tmp), srv, wl, cfg, idle_conns, tls, wsload)
                     except ServerRejected as e:
                         # Its flags are not there yet (an example that lags behind the
                         # harness): skipped like a missing server, with its own error.
                         skipped[srv] = str(e)
                         print(f"SKIPPING {srv}: {e}", file=sys.stderr)
+                        continue
+                    except WorkloadFailed as e:   # an application server's failure: shown, not fatal
+                        failed.setdefault(wl_name, {}).setdefault(srv, []).append(str(e))
+                        print(f"{wl_name} rep {rep + 1}/{cfg.reps} {srv:8} FAILED: {e}", file=sys.stderr,
+                              flush=True)
                         continue
                     runs.append({"workload": wl_name, "server": srv, "rep": rep, **result})
                     progress(runs[-1], cfg)
@@ -1723,6 +2485,8 @@ def benchmark(cfg: Config) -> dict[str, Any]:
         "workloads": {w: dataclasses.asdict(WORKLOADS[w]) for w in cfg.workloads},
         "skipped": skipped,
         "skipped_workloads": skipped_workloads,
+        "failed": failed,
+        "not_run": unserved,
         "idle_note": idle_note,
         "runs": runs,
         "summary": summarize(runs, ran),
@@ -1756,6 +2520,17 @@ def progress(run: dict[str, Any], cfg: Config) -> None:
         body = (f"{num(run['msgs_per_s'])} frames/s  p99 {num(run['rtt_p99_us'])} us  "
                 f"user {num(run['server_user_us_per_msg'])} us/frame  "
                 f"sys {num(run['server_sys_us_per_msg'])} us/frame  "
+                f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
+                f"{run['loadgen_cpu_util']:.0%})")
+    elif run.get("mode") in ("http", "resp"):   # W12, W13
+        errors = f"  ERRORS {run['errors']}" if run.get("errors") else ""
+        body = (f"{num(run['reqs_per_s'])} req/s  user {num(run['server_user_us_per_req'])} us/req  "
+                f"sys {num(run['server_sys_us_per_req'])} us/req{errors}  (server CPU "
+                f"{run['server_cpu_util']:.0%}, loadgen CPU {run['loadgen_cpu_util']:.0%})")
+    elif run.get("mode") == "ws":   # W14
+        body = (f"{num(run['msgs_per_s'])} msgs/s  p99 {num(run['rtt_p99_us'])} us  "
+                f"user {num(run['server_user_us_per_msg'])} us/msg  "
+                f"sys {num(run['server_sys_us_per_msg'])} us/msg  "
                 f"(server CPU {run['server_cpu_util']:.0%}, loadgen CPU "
                 f"{run['loadgen_cpu_util']:.0%})")
     elif run.get("mode") == "udp":
@@ -1797,14 +2572,18 @@ def report(results: dict[str, Any], cfg: Config) -> None:
 # ---- command line ---------------------------------------------------------
 
 
-def _names(valid: dict[str, Any]) -> Callable[[str], list[str]]:
+def _names(valid: dict[str, Any], groups: dict[str, list[str]] | None = None) -> Callable[[str], list[str]]:
+    """A comma-separated list of names from `valid`; a name in `groups` stands for its members."""
+    groups = groups or {}
+
     def parse(text: str) -> list[str]:
         names = [n.strip() for n in text.split(",") if n.strip()]
-        bad = [n for n in names if n not in valid]
+        bad = [n for n in names if n not in valid and n not in groups]
         if bad or not names:
+            choices = [*valid, *(f"{g} (= {'+'.join(members)})" for g, members in groups.items())]
             raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(valid)}")
-        return names
+                f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(choices)}")
+        return list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
     return parse
 
 
@@ -1820,7 +2599,9 @@ def _positive(kind: type) -> Callable[[str], Any]:
 def parse_args(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(
         prog="gnetpy bench",
-        description="Echo benchmarks: gnetpy vs asyncio, uvloop and a C epoll server.",
+        description="Echo benchmarks: gnetpy vs asyncio, uvloop and a C epoll server (W1-W11); "
+                    "gnetpy's HTTP, RESP and WebSocket examples vs uvloop, uvicorn, granian, Redis, "
+                    "websockets and picows (W12-W14).",
         epilog="--scaling runs the multi-core scaling benchmark instead (benchmarks/scaling.py; "
                "`--scaling --help` for its options).  --replot RESULTS.json redraws that run's "
                "chart (RESULTS.png beside it) without running anything.",
@@ -1832,17 +2613,19 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--duration", type=_positive(float),
                    help="measured seconds per run (default 5)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (default 1)")
-    p.add_argument("--workloads", type=_names(WORKLOADS), default=list(WORKLOADS),
-                   help="comma-separated subset of " + ",".join(WORKLOADS))
+    p.add_argument("--workloads", type=_names(WORKLOADS, WORKLOAD_GROUPS), default=list(WORKLOADS),
+                   help="comma-separated subset of " + ",".join(WORKLOADS) + "; "
+                   + ", ".join(f"{g} = {'+'.join(m)}" for g, m in WORKLOAD_GROUPS.items()))
     p.add_argument("--servers", type=_names(SERVERS), default=None,
                    help="comma-separated subset of " + ",".join(SERVERS)
-                   + f" (default: all but {', '.join(ON_REQUEST)}, plus "
-                   + f"{', '.join(GNETPY_FRAMES_SERVERS)} when W8 runs; see benchmarks/README.md)")
+                   + f" (default: the echo servers but {', '.join(ON_REQUEST)}, plus "
+                   + f"{', '.join(GNETPY_FRAMES_SERVERS)} when W8 runs, and W12-W14's application servers "
+                   + "when those run; see benchmarks/README.md)")
     p.add_argument("--idle-conns", type=_positive(int),
                    help="W5 connection count, and W9's in all: this many less its 100 active ones "
                         "are held idle (default 10000; 2000 with --quick)")
     p.add_argument("--unix", action="store_true",
-                   help="Unix domain sockets instead of TCP (W1-W6, W9; W7 stays UDP, W10-W11 TCP)")
+                   help="Unix domain sockets instead of TCP (W1-W6, W9; W7 stays UDP, W10-W14 TCP)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory (default benchmarks/results)")
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",

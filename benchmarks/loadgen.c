@@ -19,7 +19,9 @@
  * Churn mode (--churn): N clients each loop over connect, one SIZE-byte
  * ping-pong, close (the client closes first, after the whole echo is back);
  * reports connections/s, the connect->echo->close time p50/p99 and the
- * server's CPU time per connection.
+ * server's CPU time per connection.  With --proxy v1|v2 each connection
+ * begins with a PROXY header (HAProxy's protocol), as a load balancer in front
+ * would send it, sent together with the message (MSG_MORE).
  *
  * Frames mode (--frames, with --tcp or --unix): load mode with each message a
  * length-prefixed frame, a 4-byte big-endian length and SIZE bytes of body, so
@@ -78,6 +80,7 @@ struct churn {
     uint64_t seq;               /* connection number, over all clients */
     uint64_t phase_shift;       /* where this connection's bytes start in the pattern */
     size_t sent, recvd;         /* bytes of the one message */
+    size_t header_sent;         /* --proxy: bytes of the PROXY header written */
     uint64_t started_ns;        /* before socket() */
 };
 
@@ -95,6 +98,7 @@ struct options {
     const char *unix_path;
     const char *udp;
     int churn;
+    const char *proxy;          /* --proxy: "v1" or "v2" (churn mode) */
     int frames;
     int src_addrs;
     double loss_timeout_ms;
@@ -565,10 +569,50 @@ static void churn_watch(struct churn *c, int op, uint32_t events)
     c->want_out = (events & EPOLLOUT) != 0;
 }
 
-/* Send what is left of the message; wait for EPOLLOUT only while some is. */
+/* --proxy: one fixed header for every connection (the server's parsing cost does not depend
+ * on the addresses), TCP4 192.0.2.1:50000 -> 198.51.100.1:443 (documentation networks). */
+static unsigned char proxy_header[64];
+static size_t proxy_len;
+
+static void make_proxy_header(void)
+{
+    if (!opt.proxy)
+        return;
+    if (strcmp(opt.proxy, "v1") == 0) {
+        proxy_len = (size_t)snprintf((char *)proxy_header, sizeof proxy_header,
+                                     "PROXY TCP4 192.0.2.1 198.51.100.1 50000 443\r\n");
+        return;
+    }
+    if (strcmp(opt.proxy, "v2") != 0)
+        fail("--proxy: %s; expected v1 or v2", opt.proxy);
+    static const unsigned char v2[28] = {
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,  /* signature */
+        0x21, 0x11, 0x00, 0x0C,          /* version 2, PROXY; TCP over IPv4; 12 bytes follow */
+        192, 0, 2, 1, 198, 51, 100, 1,   /* source, destination addresses */
+        0xC3, 0x50, 0x01, 0xBB,          /* source port 50000, destination port 443 */
+    };
+    memcpy(proxy_header, v2, sizeof v2);
+    proxy_len = sizeof v2;
+}
+
+/* Send what is left of the PROXY header (corked: it leaves with the message) and of the
+ * message; wait for EPOLLOUT only while some is left. */
 static void churn_send(struct churn *c, int op)
 {
-    while (c->sent < opt.size) {
+    while (c->header_sent < proxy_len) {
+        ssize_t n = send(c->fd, proxy_header + c->header_sent, proxy_len - c->header_sent,
+                         MSG_NOSIGNAL | MSG_MORE);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            fail("connection %llu (client %d): send of the PROXY header: %s",
+                 (unsigned long long)c->seq, c->idx, strerror(errno));
+        }
+        c->header_sent += (size_t)n;
+    }
+    while (c->header_sent == proxy_len && c->sent < opt.size) {
         ssize_t n = send(c->fd, pattern_from(c->phase_shift, c->sent), opt.size - c->sent,
                          MSG_NOSIGNAL);
         if (n < 0) {
@@ -581,7 +625,7 @@ static void churn_send(struct churn *c, int op)
         }
         c->sent += (size_t)n;
     }
-    int need_out = c->sent < opt.size;
+    int need_out = c->header_sent < proxy_len || c->sent < opt.size;
     if (op == EPOLL_CTL_ADD || need_out != c->want_out)
         churn_watch(c, op, need_out ? EPOLLIN | EPOLLOUT : EPOLLIN);
 }
@@ -595,7 +639,7 @@ static void churn_open(struct churn *c)
 {
     c->seq = g.next_seq++;
     c->phase_shift = (c->seq * 7919u + 1) % PATTERN_PERIOD;
-    c->sent = c->recvd = 0;
+    c->sent = c->recvd = c->header_sent = 0;
     c->started_ns = now_ns();
     c->fd = socket(g.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
@@ -953,6 +997,7 @@ static void usage(FILE *f)
           "  --batch N        connections set up at a time (default 64)\n"
           "  --churn          each client: connect, one SIZE-byte ping-pong, close; repeat\n"
           "  --src-addrs K    churn: spread clients over source addresses 127.0.0.1..K\n"
+          "  --proxy v1|v2    churn: begin each connection with a PROXY header\n"
           "                   (default 1; each has its own ephemeral ports)\n"
           "  --frames         each message is a frame: a 4-byte big-endian length, then\n"
           "                   SIZE bytes of body (for servers that echo frame by frame)\n"
@@ -973,6 +1018,7 @@ static void parse_args(int argc, char **argv)
         {"udp", required_argument, 0, 'U'},      {"loss-timeout", required_argument, 0, 'L'},
         {"measure-at", required_argument, 0, 'M'},
         {"frames", no_argument, 0, 'F'},
+        {"proxy", required_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     int ch;
@@ -994,6 +1040,7 @@ static void parse_args(int argc, char **argv)
         case 'U': opt.udp = optarg; break;
         case 'L': opt.loss_timeout_ms = parse_double("--loss-timeout", optarg, 1.0); break;
         case 'F': opt.frames = 1; break;
+        case 'P': opt.proxy = optarg; break;
         case 'M': opt.measure_at = parse_double("--measure-at", optarg, 1.0); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -1013,6 +1060,9 @@ static void parse_args(int argc, char **argv)
         fail("--src-addrs is for --churn over --tcp");
     if (opt.src_addrs > MAX_SRC_ADDRS)
         fail("--src-addrs: at most %d (127.0.0.1..127.0.0.%d)", MAX_SRC_ADDRS, MAX_SRC_ADDRS);
+    if (opt.proxy && !opt.churn)
+        fail("--proxy is for --churn (a connection per message: the header's cost per connection)");
+    make_proxy_header();
     if (opt.churn && opt.depth != 1)
         fail("--churn sends one message per connection: --depth must be 1");
     if (opt.udp && opt.depth != 1)

@@ -54,6 +54,16 @@ METRIC_NAMES = {
     "tls-churn": "server user µs/handshake",
 }
 MISSING = "–"
+# The application workloads (W12-W14): their own servers, one table of their own. Per mode,
+# (column header, servers) in the table's order; a cell is "requests/s · user µs per request".
+APP_COLUMNS = {
+    "http": (("gnetpy (compiled)", "gnetpy-http"), ("gnetpy (pure)", "gnetpy-http-pure"),
+             ("same handler on uvloop", "http-uvloop"), ("uvicorn", "uvicorn"), ("granian", "granian")),
+    "resp": (("gnetpy (compiled)", "gnetpy-redis"), ("gnetpy (pure)", "gnetpy-redis-pure"),
+             ("same handler on uvloop", "redis-uvloop"), ("redis-server", "redis-server")),
+    "ws": (("gnetpy (compiled)", "gnetpy-http"), ("gnetpy (pure)", "gnetpy-http-pure"),
+           ("websockets", "websockets"), ("picows", "picows")),
+}
 
 
 class TableError(Exception):
@@ -91,6 +101,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
         if not per_server:
             continue
         mode = _mode(results, w)
+        if mode in APP_COLUMNS:
+            continue  # their own table: app_rows
         metric = harness.COMPARED[mode][-1]
         cells = [_value(_median(per_server, srv, metric)) for _, srv in COLUMNS]
         gnetpy = _median(per_server, "gnetpy", metric)
@@ -105,12 +117,33 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def app_rows(results: dict[str, Any]) -> list[list[str]]:
+    """W12-W14: a row per workload and server, its rate and the server's user µs per request."""
+    rows = []
+    for w, per_server in results["summary"].items():
+        mode = _mode(results, w) if per_server else ""
+        if mode not in APP_COLUMNS:
+            continue
+        rate, cpu = harness.COMPARED[mode]
+        for name, server in APP_COLUMNS[mode]:
+            r = _median(per_server, server, rate)
+            if r is not None:
+                rows.append([f"{w} {_title(results, w)}".strip(), name, _value(r),
+                             _value(_median(per_server, server, cpu))])
+    return rows
+
+
 def render_table(results: dict[str, Any]) -> str:
     header = ["workload", "metric", *(name for name, _ in COLUMNS), "gnetpy / uvloop"]
     rows = table_rows(results)
     if not rows:
         raise TableError("the JSON's summary has no results")
-    return harness.render_markdown(header, rows)
+    table = harness.render_markdown(header, rows)
+    apps = app_rows(results)
+    if apps:
+        head = ["application workload", "server", "per second", "server user µs per request"]
+        table += "\n\n" + harness.render_markdown(head, apps)
+    return table
 
 
 def run_command(results: dict[str, Any]) -> str:

@@ -41,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                       help="loops in threads of one process")
     parser.add_argument("--cpu-affinity", action="store_true", help="pin loop/worker i to the i-th CPU")
     parser.add_argument("--idle-timeout", type=float, default=0, help="close connections idle this long (s)")
+    parser.add_argument("--proxy-protocol", choices=["v1", "v2", "any"], default=None,
+                        help="every connection begins with a PROXY header (behind HAProxy, nginx stream)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     gnetpy.run(Echo(), args.addr, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
                reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered,
-               processes=args.processes, cpu_affinity=args.cpu_affinity, idle_timeout=args.idle_timeout)
+               processes=args.processes, cpu_affinity=args.cpu_affinity, idle_timeout=args.idle_timeout,
+               proxy_protocol=args.proxy_protocol)
     return 0
 
 

@@ -63,17 +63,21 @@ def response(status: int, content_type: bytes, body: bytes, date: bytes, connect
                      b"\r\nContent-Length: ", b"%d" % len(body), b"\r\n", connection, b"\r\n", body))
 
 
-def route(method: bytes, url: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+# The lengths of the header names on_headers_complete looks at: Expect, Connection, Content-Length.
+SPECIAL_LENGTHS = frozenset((6, 10, 14))
+# Routes whose response is the same bytes for every request (within a second: the Date header).
+STATIC = {(b"GET", b"/plaintext"): (200, TEXT, HELLO)}
+NOT_FOUND = (404, TEXT, b"Not Found\n")
+
+
+def route(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes, bytes]:
     """(status, content type, body) for one request."""
-    path = url.partition(b"?")[0]
-    if method == b"GET" and path == b"/plaintext":
-        return 200, TEXT, HELLO
     if method == b"GET" and path == b"/json":
         # TechEmpower's rules: serialize per request.
         return 200, b"application/json", json.dumps({"message": "Hello, World!"}).encode()
     if method == b"POST" and path == b"/echo":
         return 200, b"application/octet-stream", body
-    return 404, TEXT, b"Not Found\n"
+    return STATIC.get((method, path), NOT_FOUND)
 
 
 class HttpError(Exception):
@@ -90,10 +94,18 @@ class Clock:
     def __init__(self) -> None:
         self.line = b""
         self.loops: set[Any] = set()
+        self.static: dict[tuple[bytes, bytes, bytes], bytes] = {}  # (method, path, connection) -> response
         self.refresh()
 
     def refresh(self) -> None:
         self.line = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
+        self.static.clear()  # made again with the new date, at most a few per second
+
+    def static_response(self, key: tuple[bytes, bytes, bytes]) -> bytes:
+        """A STATIC route's response, made once a second (bounded: STATIC's routes x 3 connection lines)."""
+        status, content_type, body = STATIC[key[:2]]
+        made = self.static[key] = response(status, content_type, body, self.line, key[2])
+        return made
 
     def start(self, loop: Any) -> None:
         if loop not in self.loops:
@@ -115,12 +127,14 @@ class HttpConn:
         self.closing = False        # a response said Connection: close
         self.upgrade: tuple[bytes, list[tuple[bytes, bytes]]] | None = None   # a WebSocket request
         self.feeds = 0              # feed_data calls so far
+        self.fed = 0                # bytes in the latest
         self.on_message_begin()
 
     # -- feeding the parser ----------------------------------------------------------------
 
     def feed(self, data: bytes) -> gnetpy.Action | None:
         self.feeds += 1
+        self.fed = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -162,6 +176,10 @@ class HttpConn:
         return CLOSE
 
     # -- httptools' callbacks ------------------------------------------------------------
+    #
+    # Called for every request: they do as little as they can (a 16-deep pipelined read is
+    # 16 of each).  The header limit is checked once, when the head is complete (and in
+    # feed for a head that spans reads), not per header.
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -174,27 +192,29 @@ class HttpConn:
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.header_bytes += len(url)
-        if self.header_bytes > self.server.max_header:
-            raise HttpError(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > self.server.max_header:
-            raise HttpError(431)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_headers = False
-        expect = False
+        self.keep_alive = b""
         for name, value in self.headers:
-            name = name.lower()
-            if name == b"content-length" and int(value) > self.server.max_body:   # llhttp checked the digits
-                raise HttpError(413)   # before the body arrives
-            if name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        if expect:
+            if len(name) in SPECIAL_LENGTHS:   # most headers are none of these: no lower() for them
+                self.special_header(name.lower(), value)
+        # A head that arrived in one read no longer than the limit is within it: no sum needed.
+        if self.begun_in != self.feeds or self.fed > self.server.max_header:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > self.server.max_header:
+                raise HttpError(431)
+
+    def special_header(self, name: bytes, value: bytes) -> None:
+        if name == b"content-length" and int(value) > self.server.max_body:   # llhttp checked the digits
+            raise HttpError(413)   # before the body arrives
+        if name == b"expect" and value.lower() == b"100-continue":
             self.conn.write(CONTINUE)
+        elif name == b"connection" and value.lower() == b"keep-alive":
+            self.keep_alive = CONNECTION_KEEP_ALIVE   # said back: HTTP/1.0 needs it, 1.1 allows it
 
     def on_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
@@ -205,18 +225,25 @@ class HttpConn:
     def on_message_complete(self) -> None:
         parser = self.parser
         method = parser.get_method()
-        if parser.should_upgrade() and method == b"GET" and self.url.partition(b"?")[0] == b"/ws" and any(
+        path = self.url.partition(b"?")[0]
+        if parser.should_upgrade() and method == b"GET" and path == b"/ws" and any(
                 name.lower() == b"upgrade" and value.lower() == b"websocket" for name, value in self.headers):
             self.upgrade = (self.url, self.headers)   # answered by the WebSocket side, after feed_data
             return
-        status, content_type, body = route(method, self.url, b"".join(self.body))
-        if not parser.should_keep_alive():
-            self.closing, connection = True, CONNECTION_CLOSE
-        elif parser.get_http_version() == "1.0":
-            connection = CONNECTION_KEEP_ALIVE
+        if parser.should_keep_alive():
+            connection = self.keep_alive
         else:
-            connection = b""
-        self.conn.write(response(status, content_type, body, self.server.clock.line, connection))
+            self.closing, connection = True, CONNECTION_CLOSE
+        clock = self.server.clock
+        cached = clock.static.get((method, path, connection))
+        if cached is not None:
+            self.conn.write(cached)
+            return
+        if (method, path) in STATIC:
+            self.conn.write(clock.static_response((method, path, connection)))
+            return
+        status, content_type, body = route(method, path, b"".join(self.body))
+        self.conn.write(response(status, content_type, body, clock.line, connection))
 
 
 class HttpServer(gnetpy.EventHandler):

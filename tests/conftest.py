@@ -80,6 +80,17 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(chunks)
 
 
+def read_line(sock: socket.socket) -> str:
+    """One line, without its newline, read a byte at a time (what follows it stays in the socket)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise EOFError(f"closed after {line!r}")
+        line += chunk
+    return line.decode()[:-1]
+
+
 def recv_until_eof(sock: socket.socket) -> bytes:
     chunks = bytearray()
     while True:

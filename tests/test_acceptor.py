@@ -20,7 +20,7 @@ import pytest
 from conftest import wait_for
 from gnetpy.acceptor import ACCEPT_BATCH, BACKOFF_MAX, BACKOFF_MIN, ROOM_CHECK, Acceptor
 from gnetpy.address import parse_address
-from gnetpy.listener import Listener
+from gnetpy.listener import Listener, Role
 from gnetpy.options import Options
 
 
@@ -41,13 +41,13 @@ class Poller:
 
 
 class Target:
-    """Where accepted sockets go: records (remote, ssl_context, TCP_NODELAY) and closes the socket."""
+    """Where accepted sockets go: records (remote, role, TCP_NODELAY) and closes the socket."""
 
     def __init__(self) -> None:
         self.got: list[tuple[Any, Any, int]] = []
 
-    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
-        self.got.append((remote, ssl_context, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    def hand_over(self, sock: socket.socket, remote: Any, role: Any = None) -> None:
+        self.got.append((remote, role, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
         sock.close()
 
 
@@ -125,7 +125,7 @@ def fail_accepts(monkeypatch: pytest.MonkeyPatch, h: Harness, errors: list[int])
 
 def test_a_burst_is_accepted_at_most_a_batch_per_event(harness: Callable[..., Harness]) -> None:
     h = harness()
-    h.listener.tls = tls = object()  # the listener's TLS context goes along with each socket
+    h.listener.role = role = Role(tls=object(), proxy="v1")  # the listener's role goes along with each socket
     a = h.acceptor()
     a.start()
     h.connect(ACCEPT_BATCH + 6)
@@ -135,7 +135,7 @@ def test_a_burst_is_accepted_at_most_a_batch_per_event(harness: Callable[..., Ha
     a.on_acceptable()  # nothing pending: returns at once
     assert len(h.target.got) == ACCEPT_BATCH + 6
     assert {remote for remote, _, _ in h.target.got} == {c.getsockname() for c in h.clients}
-    assert all(ssl is tls and nodelay for _, ssl, nodelay in h.target.got)  # configured for the target
+    assert all(r is role and nodelay for _, r, nodelay in h.target.got)  # configured for the target
     assert h.registered and not h.timers
 
 

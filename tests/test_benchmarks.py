@@ -109,11 +109,13 @@ def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.Captur
     check_results(results, printed, ["c", "floor"])  # the fixed interleaving order
     assert "floor" not in harness.DEFAULT_SERVERS
     assert set(harness.ON_REQUEST) == {"floor", "gnetpy-threads2", "gnetpy-procs1", "gnetpy-procs2",
-                                       "gnetpy-procs2-rp", "gnetpy-idle", "gnetpy-codec", "gnetpy-frames"}
-    assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - set(harness.ON_REQUEST)
-    # W8's gnetpy frame servers are in the default set only when W8 runs (it does by default).
+                                       "gnetpy-procs2-rp", "gnetpy-idle", "gnetpy-codec", "gnetpy-frames",
+                                       "websockets-uvloop"}
+    assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - set(harness.ON_REQUEST) - set(harness.APP_SERVERS)
+    # W8's gnetpy frame servers are in the default set only when W8 runs (it does by default), and
+    # W12-W14's application servers only when those run (they do by default).
     assert harness.parse_args([]).servers == ["gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c", "gnetpy-codec",
-                                              "gnetpy-frames"]
+                                              "gnetpy-frames", *harness.APP_SERVERS]
     assert harness.parse_args(["--workloads", "W1,W7"]).servers == ["gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c"]
 
 
@@ -166,6 +168,7 @@ def test_build_is_stale_when_a_local_header_is_newer(tmp_path: Path, monkeypatch
     common = harness.BENCH_DIR / "loadcommon.h"
     assert harness.build_sources("loadgen")[1:] == [common]
     assert harness.build_sources("tlsload")[1:] == [common]
+    assert harness.build_sources("wsload")[1:] == [common]
     assert harness.build_sources("c_echo")[1:] == []
     build = tmp_path / "build"
     monkeypatch.setattr(harness, "BENCH_DIR", tmp_path)
@@ -397,6 +400,28 @@ def test_readme_table_from_a_results_json(tmp_path: Path, capsys: pytest.Capture
     assert "; `./bench.sh --full`;" in readme_table.caption(data)
 
 
+def test_readme_table_gives_the_application_workloads_a_table_of_their_own() -> None:
+    data = synthetic_results()
+    fig = {"median": 1.0, "min": 1.0, "max": 1.0}
+
+    def app(reqs: float, user: float) -> dict:
+        return {"reqs_per_s": dict(fig, median=reqs), "server_user_us_per_req": dict(fig, median=user),
+                "runs": 3, "ratios": {}}
+
+    data["workloads"]["W12p"] = {"name": "W12p", "title": harness.WORKLOADS["W12p"].title, "mode": "http"}
+    data["summary"]["W12p"] = {"gnetpy-http": app(150000, 4.5), "uvicorn": app(14000, 60.0)}
+    table = readme_table.render_table(data).splitlines()
+    assert not any(line.startswith("| W12p") and "metric" in line for line in table[:6])
+    assert table[5:9] == [
+        "",
+        "| application workload | server | per second | server user µs per request |",
+        "|---|---|---|---|",
+        f"| W12p {harness.WORKLOADS['W12p'].title} | gnetpy (compiled) | 150.0k | 4.50 |",
+    ]
+    assert table[9] == f"| W12p {harness.WORKLOADS['W12p'].title} | uvicorn | 14.0k | 60.0 |"
+    assert len(table) == 10  # servers without figures get no row
+
+
 def test_readme_table_writes_between_the_markers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results.json"
     results.write_text(json.dumps(synthetic_results()))
@@ -508,6 +533,8 @@ def test_loadgen_udp_against_c_echo(loadgen: Path, c_echo: Path, tmp_path: Path)
     (["--udp", "127.0.0.1:9", "--churn"], "separate modes"),
     (["--udp", "127.0.0.1:9", "--frames"], "--frames is load mode's"),
     (["--tcp", "127.0.0.1:9", "--churn", "--frames"], "--frames is load mode's"),
+    (["--tcp", "127.0.0.1:9", "--proxy", "v2"], "--proxy is for --churn"),
+    (["--tcp", "127.0.0.1:9", "--churn", "--proxy", "v3"], "--proxy: v3; expected v1 or v2"),
 ])
 def test_loadgen_rejects_bad_churn_and_udp_options(loadgen: Path, args: list[str], message: str) -> None:
     out = loadgen_run(loadgen, *args)
@@ -717,8 +744,8 @@ def test_harness_skips_servers_without_udp(tmp_path: Path, capsys: pytest.Captur
 
 def test_default_and_quick_runs_include_churn_and_udp() -> None:
     assert harness.parse_args([]).workloads == ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10",
-                                                "W11"]
-    assert harness.parse_args(["--quick"]).workloads[-6:] == ["W6", "W7", "W8", "W9", "W10", "W11"]
+                                                "W11", "W12p", "W12np", "W13p", "W13np", "W14"]
+    assert harness.parse_args(["--quick"]).workloads[-7:-5] == ["W10", "W11"]
     assert harness.parse_args(["--workloads", "W7,W6"]).workloads == ["W7", "W6"]
 
 
@@ -731,6 +758,39 @@ def test_harness_churn_gnetpy(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert rc == 0, out.err
     results = json.loads((tmp_path / "results.json").read_text())
     check_churn_report(results["runs"][0], clients=50)
+
+
+def test_proxy_servers_run_w6_only_and_the_load_generator_sends_their_header() -> None:
+    w1, w6 = harness.WORKLOADS["W1"], harness.WORKLOADS["W6"]
+    for version in ("v1", "v2"):
+        srv = harness.SERVERS[f"gnetpy-proxy-{version}"]
+        assert srv.argv("tcp://127.0.0.1:1", w6)[-2:] == ["--proxy-protocol", version]
+        assert srv.cannot_run(w6) is None and "runs only W6" in srv.cannot_run(w1)
+        assert harness.proxy_args(srv.name) == ["--proxy", version]
+    assert harness.proxy_args("gnetpy") == [] and harness.proxy_args("gnetpy-haproxy") == []
+    assert not {"gnetpy-proxy-v1", "gnetpy-proxy-v2", "gnetpy-haproxy"} & set(harness.DEFAULT_SERVERS)
+
+
+def test_harness_w6_with_proxy_headers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The servers refuse a connection without a header: a completed run means the header was sent and read."""
+    rc = harness.main([*CHURN_UDP_RUN[:-1], "W6", "--servers", "gnetpy-proxy-v1,gnetpy-proxy-v2",
+                       "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert sorted(run["server"] for run in runs) == ["gnetpy-proxy-v1", "gnetpy-proxy-v2"]
+    for run in runs:
+        check_churn_report(run, clients=50)
+
+
+@pytest.mark.skipif(harness.GNETPY_HAPROXY.unavailable() is not None, reason="HAProxy is not installed")
+def test_harness_w1_behind_haproxy(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_strays: None) -> None:
+    rc = harness.main(["--reps", "1", "--duration", "0.5", "--warmup", "0.2", "--workloads", "W1",
+                       "--servers", "gnetpy-haproxy", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert run["server"] == "gnetpy-haproxy" and run["msgs_per_s"] > 0
 
 
 @pytest.mark.skipif(not harness.GNETPY_UDP_ECHO.exists(),
@@ -1500,3 +1560,480 @@ def test_tlsload_refuses_a_server_that_does_not_speak_tls(
         tls_setup: harness.TlsSetup, faulty: Callable[[str, int], FaultyEcho]) -> None:
     out = run_tlsload(tls_setup, faulty("flip", 10**9).port)   # a plain byte echo: our ClientHello back
     assert out.returncode == 1 and "connection 0: TLS handshake failed at stream offset 0" in out.stderr, out.stderr
+
+
+# ---- W12-W14: application servers under wrk, redis-benchmark and wsload ----
+
+APP_RUN = ["--reps", "1", "--duration", "1", "--warmup", "0"]   # wrk takes whole seconds
+needs_wrk = pytest.mark.skipif(harness.missing_tool("http") is not None,
+                               reason="wrk is not installed (apt-get install wrk)")
+needs_redis_benchmark = pytest.mark.skipif(harness.missing_tool("resp") is not None,
+                                           reason="redis-benchmark is not installed (apt-get install redis-tools)")
+needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                                    reason="needs a server CPU and a load generator CPU")
+
+# wrk 4.1.0's reports, captured: W12p against examples/http_server.py (pipelined: wrk's latency
+# distribution is per batch and reads as zeros), W12np against it, and a server answering 503 and
+# closing every connection.
+WRK_PIPELINED = """\
+Running 1s test @ http://127.0.0.1:18080/plaintext
+  1 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    10.70ms    6.62ms  47.47ms   36.85%
+    Req/Sec   185.63k    32.33k  250.34k    70.00%
+  Latency Distribution
+     50%   21.13ms
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  184496 requests in 1.05s, 23.05MB read
+Requests/sec: 176515.39
+Transfer/sec:     22.05MB
+"""
+WRK_PLAIN = """\
+Running 1s test @ http://127.0.0.1:18080/plaintext
+  1 threads and 256 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.42ms    3.91ms  30.73ms   75.30%
+    Req/Sec    36.98k    15.65k   72.13k    80.00%
+  Latency Distribution
+     50%    5.85ms
+     75%    8.16ms
+     90%   10.92ms
+     99%   21.57ms
+  36810 requests in 1.02s, 4.60MB read
+Requests/sec:  36171.50
+Transfer/sec:      4.52MB
+"""
+WRK_ERRORS = """\
+Running 1s test @ http://127.0.0.1:18111/plaintext
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   737.79us  261.13us   5.07ms   85.80%
+    Req/Sec     4.62k   237.71     4.97k    81.82%
+  Latency Distribution
+     50%  712.00us
+     75%  805.00us
+     90%    0.94ms
+     99%    1.58ms
+  5059 requests in 1.10s, 271.72KB read
+  Socket errors: connect 0, read 5058, write 0, timeout 0
+  Non-2xx or 3xx responses: 5059
+Requests/sec:   4601.92
+Transfer/sec:    247.17KB
+"""
+# redis-benchmark 7.0.15 --csv, captured against redis-server (-P 16).
+REDIS_BENCHMARK_CSV = """\
+"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+"SET","490196.09","1.335","0.312","1.247","2.231","2.703","4.039"
+"GET","514138.81","1.164","0.152","1.151","1.767","2.367","5.143"
+"""
+
+
+def test_parse_wrk_reports() -> None:
+    piped = harness.parse_wrk(WRK_PIPELINED)
+    assert piped["requests"] == 184496 and piped["reqs_per_s"] == 176515.39
+    assert piped["wrk_duration_s"] == pytest.approx(1.05)
+    assert piped["errors"] == 0 and piped["non_2xx"] == 0
+    assert piped["socket_errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    assert piped["latency_avg_us"] == pytest.approx(10700)
+    assert piped["latency_p50_us"] is None and piped["latency_p99_us"] is None   # zeros: not per request
+    plain = harness.parse_wrk(WRK_PLAIN)
+    assert plain["requests"] == 36810 and plain["reqs_per_s"] == 36171.5 and plain["errors"] == 0
+    assert plain["latency_p50_us"] == pytest.approx(5850) and plain["latency_p99_us"] == pytest.approx(21570)
+    bad = harness.parse_wrk(WRK_ERRORS)
+    assert bad["non_2xx"] == 5059 and bad["socket_errors"]["read"] == 5058
+    assert bad["errors"] == 5059 + 5058 and bad["wrk_duration_s"] == pytest.approx(1.10)
+    assert bad["latency_avg_us"] == pytest.approx(737.79) and bad["latency_p99_us"] == pytest.approx(1580)
+    with pytest.raises(harness.HarnessError, match="cannot read wrk's report"):
+        harness.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_parse_redis_benchmark_csv() -> None:
+    tests = harness.parse_redis_benchmark(REDIS_BENCHMARK_CSV + "\n")
+    assert set(tests) == {"SET", "GET"}
+    assert tests["SET"]["rps"] == 490196.09 and tests["GET"]["p99_latency_ms"] == 2.367
+    with pytest.raises(harness.HarnessError, match="cannot read redis-benchmark's --csv report"):
+        harness.parse_redis_benchmark("Could not connect to Redis at 127.0.0.1:1: Connection refused\n")
+    with pytest.raises(harness.HarnessError, match="cannot read redis-benchmark's --csv row"):
+        harness.parse_redis_benchmark(REDIS_BENCHMARK_CSV.replace('"490196.09"', '"fast"'))
+
+
+def test_w12_w14_workloads_servers_and_commands() -> None:
+    w = harness.WORKLOADS
+    assert [(n, w[n].mode, w[n].conns, w[n].depth) for n in ("W12p", "W12np", "W13p", "W13np", "W14")] == [
+        ("W12p", "http", 256, 16), ("W12np", "http", 256, 1), ("W13p", "resp", 50, 16), ("W13np", "resp", 50, 1),
+        ("W14", "ws", 50, 16)]
+    assert w["W14"].size == 64
+    # W12 and W13 name both their variants; the order given is kept, duplicates dropped.
+    assert harness.parse_args(["--workloads", "W12,W13,W14"]).workloads == ["W12p", "W12np", "W13p", "W13np", "W14"]
+    assert harness.parse_args(["--workloads", "W14,W12np,W12"]).workloads == ["W14", "W12np", "W12p"]
+    assert harness.parse_args(["--workloads", "W12,W13,W14"]).servers == list(harness.APP_SERVERS)
+    assert harness.parse_args(["--workloads", "W13"]).servers == ["gnetpy-redis", "gnetpy-redis-pure",
+                                                                 "redis-uvloop", "redis-server"]
+    assert harness.parse_args(["--workloads", "W1,W14"]).servers == [
+        "gnetpy", "gnetpy-pure", "asyncio", "uvloop", "c", "gnetpy-http", "gnetpy-http-pure", "websockets", "picows"]
+    # Echo servers run W1-W11 only, application servers their protocols' workloads only.
+    servers = harness.SERVERS
+    assert servers["gnetpy-http"].applies_to(w["W12p"]) and servers["gnetpy-http"].applies_to(w["W14"])
+    assert not servers["gnetpy-http"].applies_to(w["W13p"]) and not servers["gnetpy-http"].applies_to(w["W1"])
+    assert not servers["gnetpy"].applies_to(w["W14"]) and servers["gnetpy"].applies_to(w["W1"])
+    assert servers["redis-server"].applies_to(w["W13np"]) and not servers["picows"].applies_to(w["W12np"])
+    addr = "tcp://127.0.0.1:8000"
+    assert servers["gnetpy-http"].command(addr)[1:] == [str(harness.GNETPY_HTTP), "--addr", addr, "--loops", "1"]
+    assert servers["gnetpy-http-pure"].env()["GNETPY_NO_EXTENSIONS"] == "1"
+    assert servers["http-uvloop"].command(addr)[-2:] == ["--addr", "127.0.0.1:8000"]
+    uvicorn = servers["uvicorn"].command(addr)
+    assert uvicorn[1:4] == ["-m", "uvicorn", "asgi_plaintext:app"]
+    for flags in (["--loop", "uvloop"], ["--http", "httptools"], ["--workers", "1"], ["--port", "8000"]):
+        assert " ".join(flags) in " ".join(uvicorn)
+    assert "--no-access-log" in uvicorn
+    granian = servers["granian"].command(addr)
+    for flags in (["--interface", "rsgi"], ["--workers", "1"], ["--runtime-threads", "1"], ["--port", "8000"]):
+        assert " ".join(flags) in " ".join(granian)
+    assert granian[-1] == "rsgi_plaintext:app" and servers["granian"].workers == 1
+    redis = servers["redis-server"].command(addr)
+    assert redis[:5] == ["redis-server", "--port", "8000", "--bind", "127.0.0.1"]
+    assert " ".join(redis[5:9]) == "--save  --appendonly no"
+    wl = w["W12p"]
+    argv = harness.wrk_argv(wl, addr, 2, Path("/tmp/pipeline.lua"))
+    assert argv[:5] == ["wrk", "-t1", "-c256", "-d2s", "--latency"]
+    assert argv[-4:] == ["/tmp/pipeline.lua", "http://127.0.0.1:8000/plaintext", "--", "16"]
+    assert harness.wrk_argv(w["W12np"], addr, 2, Path("/x.lua"))[-1] == "http://127.0.0.1:8000/plaintext"
+    assert "-s" not in harness.wrk_argv(w["W12np"], addr, 2, Path("/x.lua"))
+    assert [harness.whole_seconds(x) for x in (0.2, 0.5, 1.4, 2.0, 2.6)] == [1, 1, 1, 2, 3]
+    assert harness.redis_benchmark_argv(w["W13np"], addr, 5000) == [
+        "redis-benchmark", "-h", "127.0.0.1", "-p", "8000", "-c", "50", "-n", "5000", "-t", "set,get", "-P", "1",
+        "--csv"]
+
+
+def test_w12_w13_skipped_without_their_load_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(harness.TOOLS, "http", ("no-such-wrk-here", "apt-get install wrk"))
+    monkeypatch.setitem(harness.TOOLS, "resp", ("no-such-redis-benchmark", "apt-get install redis-tools"))
+    assert harness.missing_tool("http") == ("no-such-wrk-here is not installed here (its load generator; "
+                                            "`apt-get install wrk`)")
+    assert harness.missing_tool("ws") is None
+    rc = harness.main([*APP_RUN, "--workloads", "W12np,W13np", "--servers", "gnetpy-http,redis-server",
+                       "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["runs"] == [] and results["failed"] == {}
+    assert results["skipped_workloads"] == {"W12np": {"gnetpy-http": harness.missing_tool("http")},
+                                            "W13np": {"redis-server": harness.missing_tool("resp")}}
+    assert "SKIPPED gnetpy-http in W12np: no-such-wrk-here is not installed" in out.out
+
+
+def test_workload_no_given_server_runs_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = harness.main([*APP_RUN, "--workloads", "W14", "--servers", "c", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["runs"] == [] and results["skipped_workloads"] == {}
+    why = results["not_run"]["W14"]
+    assert why.startswith("W14 ran no server: none of those given runs it (its servers: gnetpy-http, ")
+    assert f"NOT RUN: {why}" in out.out and f"NOT RUN: {why}" in out.err
+
+
+@needs_wrk
+@needs_two_cpus
+def test_w12_w14_end_to_end_gnetpy_http(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_strays: None) -> None:
+    started = time.monotonic()
+    rc = harness.main([*APP_RUN, "--workloads", "W12,W14", "--servers", "gnetpy-http", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert time.monotonic() - started < 30
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failed"] == {} and results["skipped_workloads"] == {} and results["skipped"] == {}
+    by_key = {(r["workload"], r["server"]): r for r in results["runs"]}
+    assert set(by_key) == {("W12p", "gnetpy-http"), ("W12np", "gnetpy-http"), ("W14", "gnetpy-http")}
+    for w, pipeline in (("W12p", 16), ("W12np", 1)):
+        run = by_key[w, "gnetpy-http"]
+        assert run["mode"] == "http" and run["pipeline"] == pipeline and run["connections"] == 256
+        assert run["requests"] > 0 and run["reqs_per_s"] > 0 and run["errors"] == 0
+        assert 0.9 < run["duration_s"] < 2 and run["window_s"] >= run["duration_s"] * 0.9
+        assert run["server_user_us_per_req"] > 0 and run["server_sys_us_per_req"] >= 0
+        assert 0 < run["server_cpu_util"] <= 1.2 and 0 < run["loadgen_cpu_util"] <= 1.2
+        assert run["server_processes"] == 1 and run["command"].startswith("wrk -t1 -c256 -d1s")
+        assert results["summary"][w]["gnetpy-http"]["reqs_per_s"]["median"] == run["reqs_per_s"]
+    assert "--" in by_key["W12p", "gnetpy-http"]["command"]
+    ws = by_key["W14", "gnetpy-http"]
+    assert ws["mode"] == "ws" and ws["connections"] == 50 and ws["depth"] == 16 and ws["msg_size"] == 64
+    assert ws["messages"] > 0 and ws["server_user_us_per_msg"] > 0 and ws["path"] == "/ws"
+    for header in ("req/s", "user µs/req", "loadgen CPU", "errors", "thr/http-uvloop", "msgs/s", "user/picows"):
+        assert header in out.out
+    row_starts = [line.split()[:2] for line in out.out.splitlines()]
+    for w in ("W12p", "W12np", "W14"):
+        assert [w, "gnetpy-http"] in row_starts
+        assert f"{w} rep 1/1 gnetpy-http" in out.err
+    assert "W12p: wrk -t1 -c256 -d1s (whole seconds) GET /plaintext" in out.out
+    assert "W14: benchmarks/wsload.c: 50 WebSocket connections" in out.out
+    assert (tmp_path / "results.md").read_text().count("| gnetpy-http |") == 3
+
+
+@needs_redis_benchmark
+@needs_two_cpus
+@pytest.mark.skipif(not harness.GNETPY_REDIS.exists(), reason="examples/redis_server.py does not exist yet")
+def test_w13_end_to_end_gnetpy_redis(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_strays: None) -> None:
+    rc = harness.main([*APP_RUN, "--workloads", "W13", "--servers", "gnetpy-redis", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failed"] == {}
+    by_key = {(r["workload"], r["server"]): r for r in results["runs"]}
+    assert set(by_key) == {("W13p", "gnetpy-redis"), ("W13np", "gnetpy-redis")}
+    for w, pipeline in (("W13p", 16), ("W13np", 1)):
+        run = by_key[w, "gnetpy-redis"]
+        assert run["mode"] == "resp" and run["pipeline"] == pipeline and run["clients"] == 50
+        assert run["requests"] == 2 * run["requests_per_test"] >= 2 * harness.RESP_MIN_REQUESTS
+        assert run["set_per_s"] > 0 and run["get_per_s"] > 0
+        # The harmonic mean of the two tests' rates: both tests' requests over both tests' times.
+        assert run["reqs_per_s"] == pytest.approx(2 / (1 / run["set_per_s"] + 1 / run["get_per_s"]))
+        assert 0.3 < run["duration_s"] < 3   # sized by the warm-up run to take about --duration
+        assert run["server_user_us_per_req"] > 0 and 0 < run["loadgen_cpu_util"] <= 1.2
+        assert run["command"].startswith("redis-benchmark -h 127.0.0.1 -p ")
+    for header in ("SET/s", "GET/s", "user/redis-uvloop", "user/redis-server"):
+        assert header in out.out
+    assert "W13p: redis-benchmark -c 50 -P 16 -t set,get --csv" in out.out
+
+
+# Stands in for a broken application server: every HTTP request is answered 500; anything that is
+# not HTTP (RESP) gets a Redis error.  The harness must show both, and go on.
+ERRORING_SERVER = r"""
+import asyncio, sys
+
+class Protocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data):
+        if data.startswith(b"*"):
+            self.transport.write(b"-ERR this server errs\r\n")
+            return
+        self.buf += data
+        done = self.buf.count(b"\r\n\r\n")
+        self.buf = self.buf.rsplit(b"\r\n\r\n", 1)[-1]
+        self.transport.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n" * done)
+
+async def main():
+    host, port = sys.argv[1].removeprefix("tcp://").rsplit(":", 1)
+    server = await asyncio.get_running_loop().create_server(Protocol, host, int(port))
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@needs_wrk
+@needs_redis_benchmark
+@needs_two_cpus
+def test_w12_w14_errors_and_failures_are_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch, no_strays: None) -> None:
+    monkeypatch.setitem(harness.SERVERS, "erring", harness.Server(
+        "erring", lambda addr: [sys.executable, "-c", ERRORING_SERVER, addr], lambda: None,
+        serves=frozenset({"http", "resp", "ws"})))
+    rc = harness.main([*APP_RUN, "--workloads", "W12np,W13np,W14", "--servers", "erring",
+                       "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    results = json.loads((tmp_path / "results.json").read_text())
+    # W12: wrk completes the requests; every one is an error, counted and shown.
+    (run,) = results["runs"]
+    assert run["workload"] == "W12np" and run["errors"] == run["non_2xx"] == run["requests"] > 0
+    assert results["summary"]["W12np"]["erring"]["errors"]["median"] == run["errors"]
+    row = next(line for line in out.out.splitlines() if line.startswith("W12np"))
+    assert "ERRORS" in row
+    assert f"ERRORS erring in W12np: {run['non_2xx']} responses not 2xx/3xx" in out.out
+    # W13 (redis-benchmark stops at the first error reply) and W14 (no 101): FAILED, not fatal.
+    assert set(results["failed"]) == {"W13np", "W14"}
+    assert "ERR this server errs" in results["failed"]["W13np"]["erring"][0]
+    assert "upgrade to WebSocket refused: the server answered 'HTTP/1.1 500 Internal Server Error'" in \
+        results["failed"]["W14"]["erring"][0]
+    for w in ("W13np", "W14"):
+        assert [w, "erring", "FAILED"] in [line.split()[:3] for line in out.out.splitlines()]
+        assert f"FAILED erring in {w} (1 of 1 repetition(s)): " in out.out
+        assert f"{w} rep 1/1 erring   FAILED: " in out.err
+    md = (tmp_path / "results.md").read_text()
+    assert "| W14 | erring | FAILED |" in md and "| W13np | erring | FAILED |" in md
+
+
+def test_chart_with_application_workloads(tmp_path: Path) -> None:
+    """W12-W14 compare with their own references in the summary panel (http-uvloop, websockets)."""
+    def fig(median: float) -> dict:
+        return {"median": median, "min": median, "max": median}
+
+    data = synthetic_results()
+    data["workloads"].update({w: {"name": w, "title": harness.WORKLOADS[w].title, "mode": harness.WORKLOADS[w].mode}
+                              for w in ("W12p", "W14")})
+    data["config"]["workloads"] += ["W12p", "W14"]
+    data["summary"]["W12p"] = {
+        s: {"reqs_per_s": fig(r), "server_user_us_per_req": fig(u), "loadgen_cpu_util": fig(0.5),
+            "errors": fig(e), "runs": 1, "ratios": {}}
+        for s, r, u, e in (("gnetpy-http", 1000, 2.0, 0), ("http-uvloop", 500, 4.0, 0), ("uvicorn", 100, 8.0, 3))}
+    data["summary"]["W14"] = {
+        s: {"msgs_per_s": fig(r), "server_user_us_per_msg": fig(u), "loadgen_cpu_util": fig(0.95), "runs": 1,
+            "ratios": {}}
+        for s, r, u in (("gnetpy-http", 1000, 3.0), ("websockets", 300, 12.0), ("picows", 1200, 1.5))}
+    ratios = harness.summary_ratios(data)
+    assert ratios["W12p"] == {"gnetpy-http": 0.5, "uvicorn": 2.0}
+    assert ratios["W14"] == {"gnetpy-http": 0.25, "picows": 0.125}
+    assert ratios["W1"]["gnetpy"] == 0.5   # the echo workloads keep uvloop
+    pytest.importorskip("matplotlib")
+    assert harness.write_chart(tmp_path / "apps.png", data) is None
+    assert (tmp_path / "apps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# A WebSocket echo written from RFC 6455 with the standard library only (so wsload is checked
+# against something that shares none of its code), which misbehaves on request at message
+# `at` of each connection: "flip" a payload byte, "close" with a close frame, "text" echo as a
+# text frame, "ping" send a ping, "pong" send an unsolicited pong before every echo (allowed),
+# "accept" answer the upgrade with a wrong Sec-WebSocket-Accept, "status" answer it 404.
+class TinyWsEcho(FaultyEcho):
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, fault: str = "", at: int = -1) -> None:
+        self.at = at
+        super().__init__(fault, 0)
+
+    def _serve(self, conn: socket.socket) -> None:
+        import base64
+        import hashlib
+
+        buf, upgraded, message = b"", False, 0
+        with conn:
+            for data in self._received(conn):
+                buf += data
+                if not upgraded:
+                    if b"\r\n\r\n" not in buf:
+                        continue
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    if self.fault == "status":
+                        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        return
+                    key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"sec-websocket-key:"))
+                    accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
+                    if self.fault == "accept":
+                        accept = base64.b64encode(hashlib.sha1(key).digest())
+                    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                    upgraded = True
+                out = b""
+                while len(buf) >= 2:
+                    length, at = buf[1] & 0x7F, 2
+                    if length == 126:
+                        length, at = int.from_bytes(buf[2:4], "big"), 4
+                    elif length == 127:
+                        length, at = int.from_bytes(buf[2:10], "big"), 10
+                    if len(buf) < at + 4 + length:
+                        break
+                    mask, payload = buf[at:at + 4], buf[at + 4:at + 4 + length]
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    buf = buf[at + 4 + length:]
+                    opcode = 0x2
+                    if message == self.at:
+                        if self.fault == "flip":
+                            payload = payload[:5] + bytes([payload[5] ^ 0xFF]) + payload[6:]
+                        elif self.fault == "close":
+                            out += b"\x88\x06\x03\xf3boom"   # 1011, "boom"
+                            break
+                        elif self.fault == "ping":
+                            out += b"\x89\x00"
+                        elif self.fault == "text":
+                            opcode = 0x1
+                    if self.fault == "pong":
+                        out += b"\x8a\x02hi"
+                    header = bytes([0x80 | opcode])
+                    if length < 126:
+                        header += bytes([length])
+                    elif length < 65536:
+                        header += bytes([126]) + length.to_bytes(2, "big")
+                    else:
+                        header += bytes([127]) + length.to_bytes(8, "big")
+                    out += header + payload
+                    message += 1
+                try:
+                    conn.sendall(out)
+                except OSError:
+                    return
+
+
+@pytest.fixture(scope="module")
+def wsload() -> Path:
+    return harness.ensure_built("wsload")
+
+
+@pytest.fixture
+def tiny_ws() -> Iterator[Callable[..., TinyWsEcho]]:
+    servers: list[TinyWsEcho] = []
+
+    def make(fault: str = "", at: int = -1) -> TinyWsEcho:
+        servers.append(TinyWsEcho(fault, at))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def run_wsload(wsload: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return loadgen_run(wsload, "--tcp", f"127.0.0.1:{port}", "--path", "/ws", "--conns", "2", "--duration", "0.5",
+                       "--warmup", "0.1", "--io-timeout", "2", *extra)
+
+
+@pytest.mark.parametrize("size, depth", [(64, 1), (64, 16), (300, 4), (70000, 2)])
+def test_wsload_against_a_tiny_websocket_echo(size: int, depth: int, wsload: Path,
+                                              tiny_ws: Callable[..., TinyWsEcho]) -> None:
+    # 300 B and 70 000 B take the 16-bit and the 64-bit length encodings.
+    out = run_wsload(wsload, tiny_ws().port, "--size", str(size), "--depth", str(depth))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["mode"] == "ws" and report["connections"] == 2 and report["path"] == "/ws"
+    assert report["msg_size"] == size and report["depth"] == depth and report["messages"] > 0
+    header = 2 if size < 126 else 4 if size < 65536 else 10
+    assert report["server_frame_bytes"] == header + size and report["client_frame_bytes"] == header + 4 + size
+    assert report["msgs_per_s"] > 0 and 0 < report["rtt_p50_us"] <= report["rtt_p99_us"]
+    assert report["mb_per_s"] == pytest.approx(report["msgs_per_s"] * size / 1e6, rel=1e-3)
+    assert report["server_user_us_per_msg"] is None and report["pongs"] == 0   # no --pid
+
+
+def test_wsload_measures_the_server_and_skips_unsolicited_pongs(wsload: Path,
+                                                                tiny_ws: Callable[..., TinyWsEcho]) -> None:
+    out = run_wsload(wsload, tiny_ws("pong").port, "--pid", str(os.getpid()))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["pongs"] > 0 and report["server_pid"] == os.getpid() and report["server_processes"] >= 1
+    assert report["server_user_us_per_msg"] is not None and report["server_cpu_util"] > 0
+
+
+@pytest.mark.parametrize("fault, at, message", [
+    ("flip", 3, "connection 0: echo mismatch in message 3 at payload byte 5: expected 0x"),
+    ("close", 2, "the server sent a close frame (code 1011: boom) after 2 messages echoed, 1 in flight"),
+    ("text", 1, "the echo of message 1 is not one final binary frame (first byte 0x81: FIN 1, RSV 0, opcode 0x1)"),
+    ("ping", 0, "the server sent a ping after 0 messages echoed (wsload does not answer pings"),
+    ("accept", -1, "wrong Sec-WebSocket-Accept: expected "),
+    ("status", -1, "upgrade to WebSocket refused: the server answered 'HTTP/1.1 404 Not Found' to GET /ws"),
+])
+def test_wsload_detects_a_faulty_websocket_echo(fault: str, at: int, message: str, wsload: Path,
+                                                tiny_ws: Callable[..., TinyWsEcho]) -> None:
+    out = run_wsload(wsload, tiny_ws(fault, at).port, "--conns", "1")
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    assert message in out.stderr and out.stderr.startswith("wsload: "), out.stderr
+
+
+def test_wsload_detects_a_plain_byte_echo_and_a_stall(wsload: Path,
+                                                      faulty: Callable[[str, int], FaultyEcho]) -> None:
+    # A byte echo sends the upgrade request back: not a 101.
+    out = run_wsload(wsload, faulty("flip", 10**9).port, "--conns", "1")
+    assert out.returncode == 1 and "upgrade to WebSocket refused: the server answered 'GET /ws HTTP/1.1'" in out.stderr
+    # A server that accepts (into its backlog) and never answers: no 101 within --io-timeout.
+    with socket.create_server(("127.0.0.1", 0)) as mute:
+        out = run_wsload(wsload, mute.getsockname()[1], "--conns", "1", "--io-timeout", "0.3")
+    assert out.returncode == 1 and "connection 0: no 101 response after 0." in out.stderr, out.stderr
+
+
+def test_wsload_rejects_bad_options(wsload: Path) -> None:
+    out = loadgen_run(wsload, "--tcp", "127.0.0.1:1", "--path", "ws")
+    assert out.returncode == 1 and "--path must start with '/'" in out.stderr
+    assert loadgen_run(wsload, "--conns", "1").returncode == 2   # no --tcp: usage

@@ -72,7 +72,8 @@ class FakeLoop:
         self.calls.append(("unwatch", fd))
         del self.watched[fd]
 
-    def enroll_conn(self, sock: socket.socket, context: Any = None, transport: Any = None) -> StandInConn:
+    def enroll_conn(self, sock: socket.socket, context: Any = None, transport: Any = None,
+                    preamble: bytes = b"") -> StandInConn:
         self.conns.append(StandInConn(sock, context, self.enrolled_state))
         return self.conns[-1]
 

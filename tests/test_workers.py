@@ -19,6 +19,7 @@ from pytest import LogCaptureFixture, MonkeyPatch
 
 from gnetpy import channel, workers
 from gnetpy.counters import SharedCounterTable
+from gnetpy.listener import Role
 from gnetpy.worker_main import EXIT_START_FAILED
 from gnetpy.workers import (BACKOFF_MAX, GIVE_UP_AFTER, START_TIMEOUT, WorkerProcess, WorkerSpec,
                             pick_available)
@@ -62,11 +63,11 @@ class Harness:
         self.supervisor = Supervisor()
         self.stopped: list[Any] = []
         self.serving: list[bool] = []  # any_serving() each time serving_changed was called
-        self.tls = [object(), object()]
+        self.roles = [Role(tls=object()), Role(proxy="v2")]  # the engine's listener roles
         unused: Any = None
         self.spec = WorkerSpec(handler=unused, opts=unused, own_addresses=(), shared_listeners=(),
                                forget_parent=lambda keep: None, build_loop=unused, build_listener=unused,
-                               logger=logging.getLogger("gnetpy"), admit=None, tls_contexts=self.tls)
+                               logger=logging.getLogger("gnetpy"), admit=None, roles=self.roles)
         self.spec.serving_changed = lambda: self.serving.append(self.spec.any_serving())
         self.ends: dict[int, socket.socket] = {}  # index -> the worker's end of its current channel
         self.parents: dict[int, socket.socket] = {}  # and the parent's
@@ -231,7 +232,7 @@ def test_sockets_cross_to_a_serving_worker_in_one_batch(harness: Make) -> None:
     w = h.workers[0]
     pairs = [h.socketpair() for _ in range(3)]
     for k, (a, _) in enumerate(pairs):
-        w.hand_over(a, ("10.0.0.1", k), h.tls[1] if k == 1 else None)
+        w.hand_over(a, ("10.0.0.1", k), h.roles[1] if k == 1 else None)
     assert w.count_connections() == 3 and h.received(0) == []  # queued until the end of the iteration
     assert len(h.supervisor.timers) == 1  # one send for the batch
     h.supervisor.run_timers()
@@ -266,12 +267,12 @@ def test_a_worker_being_replaced_keeps_its_sockets_up_to_max_pending(harness: Ma
 def test_a_dead_workers_queue_goes_to_a_serving_worker_or_waits_for_its_replacement(harness: Make) -> None:
     h = harness(2)
     a, b = h.socketpair()
-    h.workers[0].hand_over(a, ("10.0.0.3", 7), h.tls[0])
+    h.workers[0].hand_over(a, ("10.0.0.3", 7), h.roles[0])
     h.die(0)  # before the send ran: worker 1 serves, and takes it
     assert h.workers[0].count_connections() == 0 and h.workers[1].count_connections() == 1
     h.supervisor.run_timers()  # (worker 0 forks again)
     [(_, payload, [sock])] = h.received(1)
-    assert payload == [(("10.0.0.3", 7), 0)]  # with its TLS context
+    assert payload == [(("10.0.0.3", 7), 0)]  # with its role
     b.sendall(b"x")
     assert sock.recv(1) == b"x"
     c, _ = h.socketpair()

@@ -39,6 +39,7 @@ from .eventloop import EventLoop  # noqa: E402
 from .handler import Action, EventHandler  # noqa: E402
 from .lb import LoadBalancing  # noqa: E402
 from .options import Options  # noqa: E402
+from .proxyproto import ProxyHeaderError, ProxyInfo  # noqa: E402
 from .serve import rotate, run, start  # noqa: E402
 from .timers import TimerHandle  # noqa: E402
 
@@ -62,6 +63,8 @@ __all__ = [
     "LimitExceededError",
     "LoadBalancing",
     "Options",
+    "ProxyHeaderError",
+    "ProxyInfo",
     "ShortBufferError",
     "TimerHandle",
     "TooLongFrameError",

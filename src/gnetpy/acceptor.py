@@ -59,7 +59,7 @@ ROOM_CHECK = 0.01
 class HandOverTarget(Protocol):
     """Where an accepted socket goes: an ``EventLoop``, or a worker process's end of a socket pair."""
 
-    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None: ...
+    def hand_over(self, sock: socket.socket, remote: Any, role: Any = None) -> None: ...
 
 
 class Acceptor:
@@ -82,7 +82,7 @@ class Acceptor:
         self._admit = admit  # max_connections: False while the engine is full
         self._full = False
         self._held = False  # hold(True): no worker to give a connection to (process mode)
-        self._tls = listener.tls  # an ssl.SSLContext: the sockets it accepts speak TLS
+        self._role = listener.role  # what its connections begin with (a PROXY header, TLS), or None
 
     def start(self) -> None:
         """Accept (again) -- unless stopped, held, or full (then the room check registers it)."""
@@ -140,7 +140,7 @@ class Acceptor:
                 sock.close()  # reset between accept and setsockopt: nothing to serve
                 continue
             remote = format_addr(addr)
-            self._pick(remote).hand_over(sock, remote, self._tls)
+            self._pick(remote).hand_over(sock, remote, self._role)
 
     def _wait_for_room(self) -> None:
         """max_connections reached: stop accepting (the backlog holds the rest) and look again shortly."""

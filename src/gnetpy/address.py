@@ -35,6 +35,8 @@ class Address:
     path: str = ""
     # tcp6/udp6 bind IPv6 only; tcp/udp on an IPv6 host accept IPv4 too (like Go).
     v6only: bool = False
+    # An inherited socket's descriptor (fd://, systemd://: activation.py); -1 for one to bind.
+    fd: int = -1
 
     @property
     def sockaddr(self) -> Any:
@@ -75,8 +77,11 @@ def parse_address(text: str, *, dial: bool = False) -> Address:
         return _parse_inet(text, "tcp", _STREAM_SCHEMES[scheme], rest, scheme.endswith("6"), dial)
     if scheme in _DGRAM_SCHEMES:
         return _parse_inet(text, "udp", _DGRAM_SCHEMES[scheme], rest, scheme.endswith("6"), dial)
+    if scheme in ("fd", "systemd"):
+        raise UnsupportedProtocolError(f"address {text!r}: {scheme}:// names an inherited listening socket: "
+                                       f"serve it (start, run), it cannot be dialed")
     raise UnsupportedProtocolError(f"address {text!r}: unsupported scheme {scheme!r}; "
-                                   f"accepted: {', '.join(s + '://' for s in SCHEMES)}")
+                                   f"accepted: {', '.join(s + '://' for s in SCHEMES)}, fd://N, systemd://")
 
 
 def _parse_inet(text: str, network: str, family: int, rest: str, v6only: bool, dial: bool) -> Address:

@@ -73,7 +73,7 @@ class Client:
     # -- connections ---------------------------------------------------------------------
 
     def dial(self, addr: str, timeout: float | None = None, *, context: Any = None, ssl_context: Any = None,
-             server_hostname: str | None = None) -> Conn:
+             server_hostname: str | None = None, proxy_header: Any = None) -> Conn:
         """Connect to ``addr`` (tcp, tcp4, tcp6, unix); returns once ``on_open`` has run.
 
         Blocks the calling thread -- never a loop: a host name is resolved
@@ -83,10 +83,12 @@ class Client:
         ``context`` is ``c.context`` before ``on_open`` runs.  ``ssl_context``
         and ``server_hostname``: TLS, as for ``EventLoop.dial``; a failed
         handshake raises its ``ssl.SSLError`` (a certificate that does not
-        verify: ``ssl.SSLCertVerificationError``).
+        verify: ``ssl.SSLCertVerificationError``).  ``proxy_header``: a PROXY header sent first, as for
+        ``EventLoop.dial``.
         """
         loop = self._loop_for_caller("dial")
         address, tls_settings = _dial.check_dial(addr, timeout, ssl_context, server_hostname)
+        preamble = _dial.proxy_preamble(proxy_header)
         started = time.monotonic()
         targets = _dial.resolve(address.network, address.family, address.host, address.port, address.path)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
@@ -98,7 +100,7 @@ class Client:
             done.set()
 
         def connect() -> None:
-            _dial.Connect(loop, targets, finished, left, context, tls_settings).start()
+            _dial.Connect(loop, targets, finished, left, context, tls_settings, preamble).start()
 
         if not loop.submit(True, connect):
             raise EngineStoppedError("the client has stopped")

@@ -87,7 +87,7 @@ class Conn(InboundBuffer):
     """A connection: what every kind has (see the module docstring)."""
 
     __slots__ = ("_fd", "_sock", "_loop", "_state", "_err", "_remote", "_local", "_close_callbacks", "_seen",
-                 "_codec_state", "context", "__weakref__")
+                 "_codec_state", "_proxy", "context", "__weakref__")
 
     # What this kind cannot do: operation -> (error class, why), for _refuse.
     _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {}
@@ -106,6 +106,7 @@ class Conn(InboundBuffer):
         self._close_callbacks: list[Callback] | None = None
         self._seen = 0.0  # when it last read (the loop's clock; idle timeouts: deadlines.py)
         self._codec_state: Any = None  # the codec option's per-connection state (codec.py)
+        self._proxy: Any = None  # the PROXY header it began with (proxystage.py), if its listener expects one
         self.context: Any = None
 
     def _refuse(self, operation: str) -> NoReturn:
@@ -284,6 +285,12 @@ class Conn(InboundBuffer):
         return self._local
 
     @property
+    def proxy(self) -> Any:
+        """The PROXY header this connection began with (a ``gnetpy.ProxyInfo``: ``command``, ``family``,
+        ``source``, ``destination``, ``tlvs``, ``version``...), or None without ``proxy_protocol``."""
+        return self._proxy
+
+    @property
     def tls(self) -> Any:
         """None for a plain connection; a TLS one's session facts (``version()``, ``cipher()``...): tls.TlsInfo."""
         return None
@@ -304,7 +311,7 @@ class Conn(InboundBuffer):
 class StreamConn(Conn):
     """A TCP or unix stream connection: gathered writes, the write queue, backpressure, socket options."""
 
-    __slots__ = ("_out", "_paused", "_tls", "_gather", "_serving", "_dirty")
+    __slots__ = ("_out", "_paused", "_transport", "_gather", "_serving", "_dirty")
 
     _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
         "send_to": (UnsupportedProtocolError, "send_to is for UDP connections (use write)"),
@@ -314,7 +321,9 @@ class StreamConn(Conn):
         Conn.__init__(self, loop, sock, remote, read_size)
         self._out: Any = _NOTHING_QUEUED  # an OutboundBuffer once something is queued (Any: mypyc checks types)
         self._paused = 0  # why reading is off: a set of PAUSED_BY_* bits (0: reading)
-        self._tls: Any = None  # a TLS connection's TlsTransport (tls.py); the reactor tests it per event
+        # What stands between the socket and the handler, if anything: a PROXY header still to
+        # read (proxystage.py), then a TLS session (tls.py); the reactor tests it per event.
+        self._transport: Any = None
         # What this callback wrote, not yet sent: None, one bytes, or a list of them.
         self._gather: Any = None
         # True while the reactor runs this connection's on_traffic inline: it sends what that

@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmap
 from typing import Protocol
 
-_SLOTS = 5  # handed_over, opened, closed, tls_failed, inbound
+_SLOTS = 6  # handed_over, opened, closed, tls_failed, inbound, proxy_refused
 
 
 class Counters(Protocol):
@@ -29,10 +29,11 @@ class Counters(Protocol):
     closed: int
     tls_failed: int  # TLS handshakes that failed (not connections: they never opened)
     inbound: int  # unconsumed inbound bytes the loop holds (max_inbound_total)
+    proxy_refused: int  # connections closed unread for their PROXY header (or its absence, or an untrusted peer)
 
 
 class LocalCounters:
-    __slots__ = ("handed_over", "opened", "closed", "tls_failed", "inbound")
+    __slots__ = ("handed_over", "opened", "closed", "tls_failed", "inbound", "proxy_refused")
 
     def __init__(self) -> None:
         self.handed_over = 0
@@ -40,6 +41,7 @@ class LocalCounters:
         self.closed = 0
         self.tls_failed = 0
         self.inbound = 0
+        self.proxy_refused = 0
 
 
 def _slot(index: int) -> property:
@@ -61,6 +63,7 @@ class SharedCounters:
     closed = _slot(2)
     tls_failed = _slot(3)
     inbound = _slot(4)
+    proxy_refused = _slot(5)
 
     def __init__(self, view: memoryview) -> None:
         self._view = view
@@ -75,7 +78,7 @@ class SharedCounterTable:
 
     def slot(self, index: int) -> SharedCounters:
         counters = SharedCounters(self._view[_SLOTS * index:_SLOTS * (index + 1)])
-        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = counters.inbound = 0
+        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = counters.inbound = counters.proxy_refused = 0
         return counters
 
     def close(self) -> None:

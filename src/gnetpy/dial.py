@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from . import tls
 from .address import Address, format_addr, is_ip_literal, parse_address
 from .errors import EngineStoppedError, UnsupportedProtocolError
+from .proxyproto import ProxyInfo, encode
 from .state import CLOSED
 from .timers import is_delay
 
@@ -63,10 +64,22 @@ def check_dial(addr: str, timeout: float | None, ssl_context: Any, server_hostna
     return address, tls.client_side(ssl_context, server_hostname, address.host)
 
 
+def proxy_preamble(header: Any) -> bytes:
+    """A dial's ``proxy_header``, as the bytes to send first: a ``ProxyInfo`` encoded, bytes as they are."""
+    if header is None:
+        return b""
+    if isinstance(header, (bytes, bytearray)):
+        return bytes(header)
+    if isinstance(header, ProxyInfo):
+        return encode(header)
+    raise TypeError(f"dial: proxy_header {header!r}; expected None, a gnetpy.ProxyInfo or bytes")
+
+
 def start_dial(loop: LoopServices, addr: str, callback: DialCallback, timeout: float | None, context: Any,
-               ssl_context: Any = None, server_hostname: str | None = None) -> None:
+               ssl_context: Any = None, server_hostname: str | None = None, proxy_header: Any = None) -> None:
     """``EventLoop.dial``: check, resolve off the loop if need be, then connect on it."""
     address, tls_settings = check_dial(addr, timeout, ssl_context, server_hostname)
+    preamble = proxy_preamble(proxy_header)
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def connect(targets: list[Target] | None, err: BaseException | None) -> None:
@@ -74,7 +87,7 @@ def start_dial(loop: LoopServices, addr: str, callback: DialCallback, timeout: f
             _tell(loop, callback, err or OSError(f"dial {addr!r}: nothing to connect to"))
             return
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        Connect(loop, targets, callback, left, context, tls_settings).start()
+        Connect(loop, targets, callback, left, context, tls_settings, preamble).start()
 
     resolver = partial(resolve, address.network, address.family, address.host, address.port, address.path)
     if address.network == "unix" or is_ip_literal(address.host):
@@ -123,11 +136,12 @@ class Connect:
     """One dial in progress on a loop: the socket, what is left to try, and who to tell."""
 
     __slots__ = ("_loop", "_targets", "_callback", "_sock", "_timer", "_last_error", "_done", "_retry", "_context",
-                 "_tls", "_handshaking")
+                 "_tls", "_handshaking", "_preamble")
 
     def __init__(self, loop: LoopServices, targets: list[Target], callback: DialCallback, timeout: float | None,
-                 context: Any = None, tls_settings: TlsSettings = None) -> None:
+                 context: Any = None, tls_settings: TlsSettings = None, preamble: bytes = b"") -> None:
         self._loop = loop
+        self._preamble = preamble  # a PROXY header, sent before anything else
         self._context = context
         self._tls = tls_settings
         self._handshaking: StreamConn | None = None  # TLS: connected, the handshake under way
@@ -196,7 +210,7 @@ class Connect:
             transport = tls.TlsTransport(self._loop, self._tls[0], False, self._tls[1])
             transport.on_handshake = self._handshake_over
         try:
-            conn = self._loop.enroll_conn(sock, self._context, transport)
+            conn = self._loop.enroll_conn(sock, self._context, transport, self._preamble)
         except BaseException as exc:
             self._finish()
             self._callback_with(None, exc)

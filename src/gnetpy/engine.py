@@ -31,7 +31,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from . import _compiled
+from . import _compiled, activation
 from .address import Address, AddrInfo, parse_address
 from .counters import SharedCounterTable
 from .errors import UnsupportedProtocolError
@@ -39,7 +39,7 @@ from .eventloop import EventLoop
 from .handler import Action, EventHandler
 from .inherit import forget_inherited
 from .lb import new_balancer
-from .listener import Listener, PortHolder
+from .listener import Listener, PortHolder, Role
 from .options import Options
 from .udp import DatagramListener, reserve_port
 from .workers import START_TIMEOUT, WorkerProcess, WorkerSpec, pick_available
@@ -72,6 +72,7 @@ class LoopHandle(Protocol):
     def running_callback(self) -> str: ...
     def count_connections(self) -> int: ...
     def count_tls_failures(self) -> int: ...
+    def count_proxy_refused(self) -> int: ...
     def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None: ...
 
 
@@ -84,8 +85,9 @@ class Engine:
         self._handler = handler
         self._opts = opts
         self._logger = opts.log
-        self._addresses = [parse_address(a) for a in addrs]  # every address checked before any bind
+        self._addresses = _addresses(addrs, opts)  # every address checked before any bind
         self._tls = _tls_by_address(self._addresses, opts.ssl_context)  # one SSLContext or None each
+        self._proxy = _proxy_by_address(self._addresses, opts.proxy_protocol)  # PROXY header mode or None each
         self._listeners: list[Listener] = []
         self._primary: list[Listener] = []  # one per address, in the order given
         self._addrs: list[AddrInfo] = []  # kept: still reported after the listeners close
@@ -284,7 +286,8 @@ class Engine:
 
     def _listener(self, address: Address) -> Listener:
         listener = Listener(address, self._opts)
-        listener.tls = self._tls.get(address.text)
+        tls, proxy = self._tls.get(address.text), self._proxy.get(address.text)
+        listener.role = Role(tls, proxy) if tls is not None or proxy is not None else None
         return listener
 
     def _bind_datagrams(self, address: Address, count: int) -> None:
@@ -343,7 +346,7 @@ class Engine:
         # listeners itself, as one loop does in thread mode (no hand-over).
         shared = list(self._listeners) if count == 1 else []
         spec = WorkerSpec(self._handler, self._opts, self._own_addresses, shared, forget_inherited,
-                          self._worker_loop, self._listener, self._logger, self._admit, self._tls_contexts)
+                          self._worker_loop, self._listener, self._logger, self._admit, self._roles)
         workers = [WorkerProcess(i, spec, table.slot(i), self._main_reactor, self._loop_wants_stop)
                    for i in range(count)]
         spec.workers.extend(workers)
@@ -372,16 +375,23 @@ class Engine:
             self._logger.info("gnetpy: a worker serves again: accepting")
 
     def _worker_loop(self, index: int, request_stop: Callable[..., None]) -> EventLoop:
-        return EventLoop(index, self._opts, self._handler, request_stop, self._tls_contexts)
+        return EventLoop(index, self._opts, self._handler, request_stop, self._roles)
 
     @property
-    def _tls_contexts(self) -> list[Any]:
-        """The engine's distinct SSLContexts, in a fixed order: a worker gets a socket's by index."""
-        return list(dict.fromkeys(ctx for ctx in self._tls.values() if ctx is not None))
+    def _roles(self) -> list[Role]:
+        """The engine's listener roles (TLS, PROXY header), in a fixed order: a worker gets a socket's by index."""
+        texts = [address.text for address in self._addresses]
+        roles = (Role(self._tls.get(t), self._proxy.get(t)) for t in texts if t in self._tls or t in self._proxy)
+        return list(dict.fromkeys(roles))
 
     def count_tls_failures(self) -> int:
         """TLS handshakes that failed (logged at DEBUG only: a scanner must not flood the log), all loops."""
         return sum(loop.count_tls_failures() for loop in self._loops)
+
+    def count_proxy_refused(self) -> int:
+        """Connections closed unread for their PROXY header: none, a bad one, too slow, or from an untrusted
+        peer (logged at DEBUG only), all loops."""
+        return sum(loop.count_proxy_refused() for loop in self._loops)
 
     @property
     def _admit(self) -> Callable[[], bool] | None:
@@ -473,6 +483,45 @@ def _tls_by_address(addresses: list[Address], option: Any) -> dict[str, Any]:
         if ctx is not None and network == "udp":
             raise UnsupportedProtocolError(f"ssl_context for {text!r}: TLS over UDP (DTLS) is not available")
     return {text: ctx for text, ctx in option.items() if ctx is not None}
+
+
+def _addresses(texts: Sequence[str], opts: Options) -> list[Address]:
+    """Every address parsed, inherited sockets (fd://, systemd://) described (activation.py) -- before any bind."""
+    addresses: list[Address] = []
+    for text in texts:
+        addresses.extend(activation.expand(text) if activation.is_inherited(text) else [parse_address(text)])
+    processes, loops = opts.use_processes(), opts.event_loop_count()
+    for address in addresses:
+        if address.fd < 0:
+            continue
+        if opts.reuse_port and address.network != "udp":
+            raise ValueError(f"reuse_port: {address.text!r} is an inherited socket, and reuse_port binds a listener "
+                             f"for each loop (or worker) on the address -- it needs an address to bind "
+                             f"(tcp://host:port); leave reuse_port off to serve an inherited socket")
+        if address.network == "udp" and (processes or loops > 1):
+            raise ValueError(f"{address.text!r} is an inherited udp socket: it serves one event loop in this "
+                             f"process (num_event_loop=1, processes=False); with more, each loop binds its own "
+                             f"socket on a udp:// address")
+    return addresses
+
+
+def _proxy_by_address(addresses: list[Address], option: Any) -> dict[str, str]:
+    """The ``proxy_protocol`` option, resolved: {address text: mode} for the stream addresses that expect
+    a PROXY header (options.py has checked the modes)."""
+    if option is None:
+        return {}
+    if not isinstance(option, dict):
+        option = {address.text: option for address in addresses if address.network != "udp"}
+    given = {address.text for address in addresses}
+    for text, mode in option.items():
+        if text not in given:
+            raise ValueError(f"proxy_protocol: {text!r} is not one of the addresses served "
+                             f"({', '.join(sorted(given))})")
+        network = next(a.network for a in addresses if a.text == text)
+        if mode is not None and network == "udp":
+            raise UnsupportedProtocolError(f"proxy_protocol for {text!r}: the PROXY protocol is for stream "
+                                           f"listeners (tcp, unix), not udp")
+    return {text: mode for text, mode in option.items() if mode is not None}
 
 
 def _itself(loop: EventLoop) -> Any:

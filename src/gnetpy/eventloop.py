@@ -65,7 +65,9 @@ from .errors import CodecError, ConnClosedError, EngineStoppedError, LimitExceed
 from .frames import FrameDispatcher
 from .handler import Action
 from .limits import AsyncWriteLimit, InboundLimit
+from .listener import Role
 from .poller import ERR, HUP, IN, OUT, READ_EVENTS, new_poller
+from .proxystage import ProxyReader, Trust
 from .runloop import LoopRunner
 from .sockopts import configure_accepted, reset_on_close
 from .state import CLOSED, FLUSHING, HANDSHAKING, OPEN, TransitionError, check_transition, close_target
@@ -101,7 +103,7 @@ class EventLoop:
     """
 
     def __init__(self, index: int, opts: Options, handler: EventHandler, request_stop: Callable[..., None],
-                 tls_contexts: list[Any] | None = None) -> None:
+                 roles: list[Role] | None = None) -> None:
         self.index = index
         self._opts = opts
         self._logger = opts.log
@@ -150,7 +152,11 @@ class EventLoop:
         # TLS: handshakes in progress (by descriptor), under tls_handshake_timeout; and
         # the contexts of the engine's TLS addresses (a worker gets an index with a socket).
         self._handshakes = FifoDeadlines(opts.tls_handshake_timeout, self.call_later, self._handshake_timed_out)
-        self._tls_contexts: list[Any] = tls_contexts or []
+        # PROXY headers being read (proxystage.py), under proxy_header_timeout, from the peers it trusts.
+        self._proxy_headers = FifoDeadlines(opts.proxy_header_timeout, self.call_later, self._proxy_timed_out)
+        self._proxy_trust = Trust.parse(opts.proxy_trusted)
+        # The engine's listener roles (TLS, PROXY): a worker gets a socket's by its index in them.
+        self._roles: list[Role] = roles or []
         self._stop_timer: TimerHandle | None = None  # the stop deadline, once stopping
         self._watchers: dict[int, Callable[[int], Any]] = {self._waker.fd: self._on_wake_up}
         self._poller.register_listener(self._waker.fd)
@@ -180,6 +186,10 @@ class EventLoop:
         """TLS handshakes on this loop that failed (never reached the handler)."""
         return self._counts.tls_failed
 
+    def count_proxy_refused(self) -> int:
+        """Connections on this loop closed unread for their PROXY header (never reached the handler)."""
+        return self._counts.proxy_refused
+
     def execute(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` on this loop (safe from any thread)."""
         if not self._tasks.push(self._call_user, fn):
@@ -199,7 +209,7 @@ class EventLoop:
         return handle
 
     def dial(self, addr: str, callback: DialCallback, timeout: float | None = None, *, context: Any = None,
-             ssl_context: Any = None, server_hostname: str | None = None) -> None:
+             ssl_context: Any = None, server_hostname: str | None = None, proxy_header: Any = None) -> None:
         """Connect to ``addr`` from this loop; ``callback(conn, err)`` runs on this loop with the outcome.
 
         Safe from any thread, and never blocks: a host name is resolved on a
@@ -219,8 +229,12 @@ class EventLoop:
         (default: the host in ``addr``) is what the certificate is checked
         against when the context says so (``check_hostname``), and the SNI
         name sent.
+
+        ``proxy_header`` (a ``gnetpy.ProxyInfo``, or the encoded bytes) is sent before anything
+        else -- before the TLS handshake -- so that gnetpy can sit in front of another server
+        that expects the PROXY protocol, passing its own client's addresses on.
         """
-        start_dial(self, addr, callback, timeout, context, ssl_context, server_hostname)
+        start_dial(self, addr, callback, timeout, context, ssl_context, server_hostname, proxy_header)
 
     def enroll(self, sock: socket.socket, timeout: float | None = None) -> Conn:
         """Adopt a connected socket as a connection of this loop; returns once ``on_open`` has run.
@@ -278,25 +292,37 @@ class EventLoop:
         self._counts = counts
         self._inbound.share(counts, peers)
 
-    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
+    def hand_over(self, sock: socket.socket, remote: Any, role: Any = None) -> None:
         """Serve an accepted, configured socket (from the thread that accepted it; only ever one)."""
         self._counts.handed_over += 1
         if self._runner.thread_id == _get_ident():  # a loop that accepts for itself
-            self.serve_handed_over(sock, remote, ssl_context)
-        elif not self._tasks.push_urgent(self.serve_handed_over, sock, remote, ssl_context):
+            self.serve_handed_over(sock, remote, role)
+        elif not self._tasks.push_urgent(self.serve_handed_over, sock, remote, role):
             self._counts.handed_over -= 1
             sock.close()
 
-    def serve_handed_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
-        """On the loop: serve a socket counted in ``handed_over`` (TLS: ``ssl_context``'s server side, or
-        its index in the engine's contexts when it came over a worker's channel)."""
+    def serve_handed_over(self, sock: socket.socket, remote: Any, role: Any = None) -> None:
+        """On the loop: serve a socket counted in ``handed_over`` -- its listener's ``Role`` says what it begins
+        with (a PROXY header, TLS), or its index in the engine's roles when it came over a worker's channel."""
         if self._stopping:
             sock.close()
             self._counts.closed += 1
             return
-        if isinstance(ssl_context, int):
-            ssl_context = self._tls_contexts[ssl_context] if ssl_context >= 0 else None
-        self._open(sock, remote, None, None if ssl_context is None else TlsTransport(self, ssl_context, True))
+        if isinstance(role, int):
+            role = self._roles[role] if role >= 0 else None
+        if role is None:
+            self._open(sock, remote)
+            return
+        tls = None if role.tls is None else TlsTransport(self, role.tls, True)
+        if role.proxy is None:
+            self._open(sock, remote, None, tls)
+        elif self._proxy_trust.admits(remote):
+            self._open(sock, remote, None, ProxyReader(self, role.proxy, tls))
+        else:  # a header from anyone could claim any address: refused unread
+            self._logger.debug("gnetpy: PROXY header refused: %s is not in proxy_trusted", remote)
+            sock.close()
+            self._counts.closed += 1
+            self._counts.proxy_refused += 1
 
     def start(self) -> None:
         """Run the loop on a thread of its own; ``wait_ready`` says when it serves."""
@@ -618,6 +644,44 @@ class EventLoop:
         self._counts.tls_failed += 1
         self.close_conn(c, exc, False)
 
+    # PROXY headers, read by the connection's ProxyReader (proxystage.py).
+
+    def proxy_started(self, c: StreamConn) -> None:
+        self._proxy_headers.add(c._fd)
+
+    def proxy_done(self, c: StreamConn, info: Any, rest: bytes, tls: Any) -> None:
+        """The header is read: the addresses it gives, then TLS or the handler -- and ``rest``, what followed it."""
+        self._proxy_headers.discard(c._fd)
+        c._proxy = info
+        if info.command == "PROXY" and info.source is not None:
+            c._remote = info.source
+            c._local = info.destination
+        c._transport = tls
+        if tls is not None:
+            tls.begin(rest)  # the TLS handshake, starting with what came after the header
+        else:
+            check_transition(c._state, OPEN)
+            c._state = OPEN
+            self.open_conn(c)
+            if rest and c._state == OPEN:
+                self.deliver(c, rest)
+        if self._edge_triggered and (c._state == OPEN or c._state == HANDSHAKING):
+            # The reader stopped at the header: what followed it in the socket (bytes, an end
+            # of file) raises no new edge.  Read on at the next iteration, as after a budget.
+            self._busy_read[c._fd] = c
+
+    def proxy_failed(self, c: StreamConn, exc: BaseException) -> None:
+        """Never reached the handler: DEBUG (scanners), counted, closed unseen."""
+        self._logger.debug("gnetpy: PROXY header from %s refused: %s", c._remote, exc)
+        self._counts.proxy_refused += 1
+        self.close_conn(c, exc, False)
+
+    def _proxy_timed_out(self, fd: int) -> None:
+        c = self._conns.get(fd)
+        if c is not None and c._state == HANDSHAKING and isinstance(c._transport, ProxyReader):
+            self.proxy_failed(c, TimeoutError(f"no whole PROXY header in {self._opts.proxy_header_timeout:g}s "
+                                              f"(proxy_header_timeout)"))
+
     def _handshake_timed_out(self, fd: int) -> None:
         c = self._conns.get(fd)
         if c is not None and c._state == HANDSHAKING:
@@ -701,7 +765,7 @@ class EventLoop:
                 if c is None:  # outside the except block: its errors carry no KeyError context
                     on_other_fd(fd, ev)
                     continue
-                if ev != readable_only or c._tls is not None:  # TLS: ciphertext, never the plain path
+                if ev != readable_only or c._transport is not None:  # TLS: ciphertext, never the plain path
                     on_event(c, fd, ev)
                     continue
                 size = c._read_size
@@ -787,10 +851,10 @@ class EventLoop:
 
     def _on_event(self, c: StreamConn, fd: int, ev: int) -> None:
         """Any event of an open connection but "readable, nothing else" in level-triggered mode."""
-        if c._tls is not None:
+        if c._transport is not None:
             if self._edge_triggered:
                 self._busy_read.pop(fd, None)
-            c._tls.on_event(ev)
+            c._transport.on_event(ev)
             return
         # Paused: no reading -- but an error or hang-up is still read (and closes it).
         if ev & READ_EVENTS and (not c._paused or ev & (ERR | HUP)):
@@ -836,8 +900,8 @@ class EventLoop:
         """Edge-triggered: read until the socket is drained, within the per-iteration budget."""
         fd = c._fd
         self._busy_read.pop(fd, None)
-        if c._tls is not None:
-            c._tls.on_event(IN)
+        if c._transport is not None:
+            c._transport.on_event(IN)
             return
         budget = self._opts.edge_triggered_chunk
         while True:
@@ -854,7 +918,8 @@ class EventLoop:
 
     def _resume_busy(self) -> None:
         for c in list(self._busy_read.values()):
-            if c._state == OPEN and not c._paused:
+            # HANDSHAKING: a TLS handshake that stopped at its budget, or just after a PROXY header.
+            if (c._state == OPEN or c._state == HANDSHAKING) and not c._paused:
                 self._read_edge(c)
             else:
                 self._busy_read.pop(c._fd, None)
@@ -876,9 +941,10 @@ class EventLoop:
 
     # -- a connection's life: open ------------------------------------------------
 
-    def enroll_conn(self, sock: socket.socket, context: Any = None, transport: TlsTransport | None = None
-                    ) -> StreamConn:
-        """On the loop: adopt a connected socket (``enroll``; a dial's, with its TLS transport)."""
+    def enroll_conn(self, sock: socket.socket, context: Any = None, transport: TlsTransport | None = None,
+                    preamble: bytes = b"") -> StreamConn:
+        """On the loop: adopt a connected socket (``enroll``; a dial's, with its TLS transport and the
+        PROXY header it sends first, ``preamble``)."""
         if self._stopping:
             raise EngineStoppedError(f"event loop {self.index} is stopping")
         configure_accepted(sock, self._opts, sock.family in _TCP_FAMILIES)
@@ -887,19 +953,23 @@ class EventLoop:
         except OSError:
             remote = None
         self._counts.opened += 1
-        c = self._open(sock, remote, context, transport)
+        c = self._open(sock, remote, context, transport, preamble)
         if c is None:
             raise ConnClosedError(f"enroll: cannot register {sock!r}")
         return c
 
-    def _open(self, sock: socket.socket, remote: Any, context: Any = None,
-              transport: TlsTransport | None = None) -> StreamConn | None:
+    def _open(self, sock: socket.socket, remote: Any, context: Any = None, transport: Any = None,
+              preamble: bytes = b"") -> StreamConn | None:
+        """A connection, registered; ``transport``: a TlsTransport, or a ProxyReader (with the TlsTransport
+        it hands over to, if any): then on_open waits for it.  ``preamble``: bytes sent before anything."""
         c: StreamConn
         if transport is None:
             c = StreamConn(self, sock, remote, self._small_read)
         else:
-            c = TlsConn(self, sock, remote, self._small_read)
-            c._tls = transport
+            tls = transport if isinstance(transport, TlsTransport) else transport.then
+            c = StreamConn(self, sock, remote, self._small_read) if tls is None else TlsConn(
+                self, sock, remote, self._small_read)
+            c._transport = transport
             c._state = HANDSHAKING
             transport.attach(c)
         c.context = context
@@ -914,8 +984,10 @@ class EventLoop:
         if self._idle is not None:
             c._seen = self._now = time.monotonic()
             self._idle.add(c, c._seen)
+        if preamble:
+            c._write_now(preamble)  # a dial's PROXY header: before the TLS handshake and the handler
         if transport is not None:
-            transport.start()  # on_open once the handshake is done
+            transport.start()  # on_open once the PROXY header is read, and the TLS handshake done
         else:
             self.open_conn(c)
         return c
@@ -929,8 +1001,8 @@ class EventLoop:
             c._send_gathered()  # what the callback wrote before closing goes first
         if state == OPEN and c._err is not None:  # a write failed: nothing more can be delivered
             err, graceful = err or c._err, False
-        if graceful and state == OPEN and c._tls is not None:
-            c._tls.close_notify()  # the peer reads an orderly end of the TLS session first
+        if graceful and state == OPEN and c._transport is not None:
+            c._transport.close_notify()  # the peer reads an orderly end of the TLS session first
         if graceful and state == OPEN and c._out:
             try:
                 c._out.flush_to(c._fd)
@@ -956,8 +1028,9 @@ class EventLoop:
         fd = c._fd
         opened = c._state != HANDSHAKING  # a handshake that failed never reached the handler
         c._state = CLOSED
-        if c._tls is not None:
+        if c._transport is not None:
             self._handshakes.discard(fd)
+            self._proxy_headers.discard(fd)
         if self._conns.pop(fd, None) is None:
             self._closer.forget(fd)
             del self._watchers[fd]
@@ -978,7 +1051,7 @@ class EventLoop:
             c._out.clear_all()
         self._counts.closed += 1
         if not opened:
-            c._tls.never_opened(err)  # a dial waiting for the handshake hears why
+            c._transport.never_opened(err)  # a dial waiting for the handshake hears why
             return
         self.closed_conn(c, err)
         if self._stopping and not self._conns and not self._closer.conns:

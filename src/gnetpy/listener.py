@@ -7,6 +7,7 @@ is removed only if it is still the one this listener created.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -24,6 +25,15 @@ from .sockopts import bind, set_listener_options
 BACKLOG = 4096
 
 
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """What a listener's connections begin with, before the handler sees them: a PROXY header
+    (``proxy``: its mode, "v1", "v2" or "any"), then TLS (``tls``: the ``ssl.SSLContext``)."""
+
+    tls: Any = None
+    proxy: str | None = None
+
+
 class Listener:
     """One bound, listening, non-blocking socket and the address it serves."""
 
@@ -32,10 +42,10 @@ class Listener:
             raise UnsupportedProtocolError(f"address {address.text!r}: a Listener is for stream sockets "
                                            f"(tcp://, unix://); datagram sockets are udp.DatagramListener's")
         self.address = address
-        self.tls: Any = None  # the ssl.SSLContext of a TLS address (set by the engine)
+        self.role: Role | None = None  # what its connections begin with, set by the engine (None: plain)
         self._unix_identity: tuple[int, int] | None = None
         self.sock = _bind(address, opts)
-        if address.network == "unix" and not address.path.startswith("@"):
+        if address.network == "unix" and not address.path.startswith("@") and address.fd < 0:
             st = os.stat(address.path)
             self._unix_identity = (st.st_dev, st.st_ino)
         inherit.register(self)
@@ -109,7 +119,22 @@ class PortHolder(BoundSocket):
         inherit.register(self)
 
 
+def _adopt(address: Address) -> socket.socket:
+    """An inherited stream socket (activation.py): listening, non-blocking; bound by whoever passed it."""
+    sock = socket.socket(fileno=address.fd)
+    try:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.detach()  # not ours to close on a failed start: the supervisor's
+        raise
+    return sock
+
+
 def _bind(address: Address, opts: Options) -> socket.socket:
+    if address.fd >= 0:
+        return _adopt(address)
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         set_listener_options(sock, address, opts)

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable
 
 from .lb import LoadBalancing
+from .proxystage import Trust
 from .sockopts import MAX_SOCKET_BUFFER, check_keepalive
 
 KiB = 1024
@@ -61,6 +62,9 @@ class Options:
     frame_budget_bytes: int = 1 * MiB
     ssl_context: Any = None
     tls_handshake_timeout: float = 10.0
+    proxy_protocol: Any = None
+    proxy_trusted: Any = ("127.0.0.0/8", "::1/128")
+    proxy_header_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -94,6 +98,9 @@ class Options:
         _check_water_marks(self)
         _check_seconds("tls_handshake_timeout", self.tls_handshake_timeout)
         _check_ssl_context(self.ssl_context)
+        _check_proxy_protocol(self.proxy_protocol)
+        Trust.parse(self.proxy_trusted)  # raises ValueError naming a bad network
+        _check_seconds("proxy_header_timeout", self.proxy_header_timeout)
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -122,6 +129,7 @@ class Options:
             base["logger"] = options.logger
             base["codec"] = options.codec
             base["ssl_context"] = options.ssl_context
+            base["proxy_protocol"] = options.proxy_protocol
         base.update(overrides)
         return cls(**base)
 
@@ -206,6 +214,20 @@ def _check_ssl_context(value: Any) -> None:
         return
     raise ValueError(f"ssl_context: {value!r}; accepted: None, an ssl.SSLContext, or a dict "
                      f"{{address: ssl.SSLContext}} (e.g. {{'tcp://0.0.0.0:443': ctx}})")
+
+
+PROXY_MODES = ("v1", "v2", "any")
+
+
+def _check_proxy_protocol(value: Any) -> None:
+    """None, a mode ("v1", "v2", "any"), or {address: mode or None}."""
+    if value is None or value in PROXY_MODES:
+        return
+    if isinstance(value, dict) and all(isinstance(k, str) and (v is None or v in PROXY_MODES)
+                                       for k, v in value.items()):
+        return
+    raise ValueError(f"proxy_protocol: {value!r}; accepted: None, 'v1', 'v2', 'any' (either version, never none), "
+                     f"or a dict {{address: mode}} (e.g. {{'tcp://0.0.0.0:6379': 'v2'}})")
 
 
 def _check_seconds(name: str, value: Any, accepted: str = "seconds, a number > 0") -> None:

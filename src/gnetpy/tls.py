@@ -25,7 +25,7 @@ count and carry ciphertext, exactly what is queued.
 * **A local close** sends ``close_notify`` first, then the lingering close
   of closing.py.
 * The reactor sends a TLS connection's events to its ``TlsTransport``, never
-  down the plain inline read path: one test of ``StreamConn._tls`` per event.
+  down the plain inline read path: one test of ``StreamConn._transport`` per event.
   The transport is the connection's (its ``SSLObject``, BIOs, handshake
   state); it reaches the loop only through the loop's internal interface.
 """
@@ -114,6 +114,15 @@ class TlsTransport:
 
     def attach(self, c: TlsConn) -> None:
         self.conn = c
+
+    def begin(self, received: bytes) -> None:
+        """After a PROXY header (proxystage.py): start, with what followed the header already received."""
+        self.start()
+        if received:
+            self.incoming.write(received)
+            if self.conn._state == HANDSHAKING and not self._handshake():
+                return
+            self._decrypt(False)
 
     def start(self) -> None:
         """The connection is registered: under the handshake timeout; a client speaks first."""
@@ -294,11 +303,11 @@ class TlsConn(StreamConn):
             return
         self._gather = None
         if self._state == OPEN:
-            self._tls.encrypt(gather if type(gather) is bytes else b"".join(gather))
+            self._transport.encrypt(gather if type(gather) is bytes else b"".join(gather))
 
     @property
     def tls(self) -> TlsInfo | None:
-        return self._tls.info  # type: ignore[no-any-return]
+        return self._transport.info  # type: ignore[no-any-return]
 
     def dup(self) -> int:
         self._refuse("dup")

@@ -88,7 +88,12 @@ def reserve_port(address: Address) -> int:
 
 
 def bind_datagram(address: Address, opts: Options) -> socket.socket:
-    """A datagram socket bound to ``address`` with ``SO_REUSEPORT`` (every loop binds the same port)."""
+    """A datagram socket bound to ``address`` with ``SO_REUSEPORT`` (every loop binds the same port) -- or,
+    for an inherited one (activation.py), that socket, as it was bound."""
+    if address.fd >= 0:
+        sock = socket.socket(fileno=address.fd)
+        sock.setblocking(False)
+        return sock
     sock = socket.socket(address.family, socket.SOCK_DGRAM)
     try:
         set_listener_options(sock, address, opts)

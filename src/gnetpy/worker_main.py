@@ -103,8 +103,8 @@ def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, 
             return
         kind, payload, fds = message
         if kind == channel.SOCKETS:
-            for fd, (remote, tls_index) in zip(fds, payload):
-                loop.serve_handed_over(socket.socket(fileno=fd), remote, tls_index)
+            for fd, (remote, role_index) in zip(fds, payload):
+                loop.serve_handed_over(socket.socket(fileno=fd), remote, role_index)
         elif kind == channel.STOP:
             loop.shutdown(time.monotonic() + payload)
         else:

@@ -103,7 +103,7 @@ class WorkerSpec:
     build_listener: Callable[[Address], Any]
     logger: logging.Logger | logging.LoggerAdapter[Any]
     admit: Callable[[], bool] | None  # max_connections, over every worker (the counts are shared)
-    tls_contexts: list[Any]  # the engine's SSLContexts: a socket for TLS crosses over with an index
+    roles: list[Any]  # the engine's listener roles (listener.Role): a socket crosses over with an index
     workers: list[WorkerProcess] = field(default_factory=list)
     # Called on the main reactor whenever a worker starts or stops serving (the engine holds
     # its acceptors while none serves).
@@ -128,7 +128,7 @@ class WorkerProcess:
         self.state = EXITED
         self.addrs: list[Any] | None = None  # what its own listeners got (reuse_port), from READY
         self._channel: socket.socket | None = None
-        self._pending: list[tuple[socket.socket, tuple[Any, int]]] = []  # (socket, (remote, TLS context index))
+        self._pending: list[tuple[socket.socket, tuple[Any, int]]] = []  # (socket, (remote, role index))
         self._reap_lock = threading.Lock()
         self._exit_status: int | None = None
         self._started_at = 0.0
@@ -157,6 +157,9 @@ class WorkerProcess:
     def count_tls_failures(self) -> int:
         return self._counters.tls_failed
 
+    def count_proxy_refused(self) -> int:
+        return self._counters.proxy_refused
+
     def start(self) -> None:
         """Fork the worker; ``wait_ready`` waits for it to serve."""
         self._fork()
@@ -179,7 +182,7 @@ class WorkerProcess:
             raise self._last_error or RuntimeError(f"worker {self.index} did not start")
         self._supervisor.watch(self._channel.fileno(), self._on_channel_event)
 
-    def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None:
+    def hand_over(self, sock: socket.socket, remote: Any, role: Any = None) -> None:
         """On the main reactor: queue an accepted socket for this worker (sent at the end of the iteration).
 
         A worker that does not serve now (being replaced) keeps it until it
@@ -197,8 +200,8 @@ class WorkerProcess:
                                      "no other worker has room: closing new ones", self.index, len(self._pending))
             return
         self._counters.handed_over += 1
-        tls_index = -1 if ssl_context is None else self._spec.tls_contexts.index(ssl_context)
-        self._pending.append((sock, (remote, tls_index)))
+        role_index = -1 if role is None else self._spec.roles.index(role)
+        self._pending.append((sock, (remote, role_index)))
         if len(self._pending) == 1 and self.state == SERVING:
             self._supervisor.call_later(0, self._send_pending)
 
@@ -375,8 +378,8 @@ class WorkerProcess:
             self._logger.error("gnetpy: worker %d (pid %d) %s; starting it again%s", self.index, self.pid,
                                self._describe_exit(status), f" in {delay:.1f}s" if delay else "")
             self._spec.serving_changed()
-        for sock, (remote, tls_index) in pending:  # accepted for it, never delivered: someone else serves them
-            self._give_to_another(sock, remote, tls_index)
+        for sock, (remote, role_index) in pending:  # accepted for it, never delivered: someone else serves them
+            self._give_to_another(sock, remote, role_index)
         if previous == SERVING:
             self._supervisor.call_later(delay, self._respawn)
         else:
@@ -401,10 +404,10 @@ class WorkerProcess:
     def _backoff(self) -> float:
         return min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (self._quick_deaths - 1))
 
-    def _give_to_another(self, sock: socket.socket, remote: Any, tls_index: int) -> None:
+    def _give_to_another(self, sock: socket.socket, remote: Any, role_index: int) -> None:
         """A socket queued for this dead worker: to one that serves, or kept for its replacement."""
         target = next((w for w in self._spec.workers if w.available and w is not self), self)
-        target.hand_over(sock, remote, self._spec.tls_contexts[tls_index] if tls_index >= 0 else None)
+        target.hand_over(sock, remote, self._spec.roles[role_index] if role_index >= 0 else None)
 
     # -- sending sockets -----------------------------------------------------------------
 

@@ -203,9 +203,14 @@ def test_sixteen_replies_in_one_callback_are_one_system_call(tmp_path: Any, buil
     finally:
         if server_pid:
             os.kill(server_pid, signal.SIGTERM)  # the traced server; strace ends with it
-        else:
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            if server_pid:
+                os.kill(server_pid, signal.SIGKILL)
             proc.kill()
-        proc.wait(WAIT)
-        proc.stdout.close()
+            proc.wait(WAIT)
+        finally:
+            proc.stdout.close()
     calls = [line for line in trace.read_text().splitlines() if re.search(rf"\b(write|writev)\({fd},", line)]
     assert len(calls) == 10, calls[:20]

@@ -613,3 +613,21 @@ def test_plain_connections_have_no_tls(serve: Any) -> None:
     with connect(engine.addrs[0]):
         wait_for(lambda: seen)
     assert seen == [None]
+
+
+def test_a_callbacks_writes_are_encrypted_together_and_arrive_in_order(serve: Any, ca: Any, server_cert: Any) -> None:
+    class ManySmallReplies(gnetpy.EventHandler):
+        def on_traffic(self, c: gnetpy.Conn) -> Any:
+            c.next()
+            for i in range(500):  # gathered: one SSLObject.write, then records sent together
+                c.write(b"%04d," % i)
+            c.writev([b"end", bytearray(b".")])
+
+    engine = serve(ManySmallReplies(), ssl_context=server_context(server_cert))
+    with tls_connect(engine.addrs[0], client_context(ca)) as s:
+        s.sendall(b"go")
+        want = b"".join(b"%04d," % i for i in range(500)) + b"end."
+        got = bytearray()
+        while len(got) < len(want):
+            got += s.recv(65536)
+        assert bytes(got) == want
