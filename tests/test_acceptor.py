@@ -181,6 +181,18 @@ def test_hold_keeps_the_listener_out_of_the_poller(harness: Callable[..., Harnes
     accept_until(h, a, 1)  # what arrived while held waited in the backlog
 
 
+def test_an_acceptor_that_is_not_holdable_keeps_accepting(harness: Callable[..., Harness]) -> None:
+    """The metrics page's: served while no worker serves (when it matters most)."""
+    h = harness()
+    a = Acceptor(h.listener, h.poller, lambda remote: h.target, lambda delay, fn: None,  # type: ignore[arg-type]
+                 h.opts, holdable=False)
+    a.start()
+    a.hold(True)
+    assert h.registered
+    h.connect(1)
+    accept_until(h, a, 1)
+
+
 def test_running_out_of_descriptors_backs_off_doubling(harness: Callable[..., Harness],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:

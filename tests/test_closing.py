@@ -18,6 +18,7 @@ from gnetpy.closing import LINGER_CHECK_FIRST, LINGER_CHECK_MAX, GracefulClose
 from gnetpy.conn import StreamConn
 from gnetpy.poller import IN, OUT
 from gnetpy.state import CLOSED, FLUSHING, LINGERING
+from gnetpy.tally import Tally
 
 
 class Timer:
@@ -33,6 +34,7 @@ class FakeLoop:
 
     def __init__(self, edge_triggered: bool = False) -> None:
         self.dirty: list[StreamConn] = []  # where a stream puts itself when written to (conn.py)
+        self.tally = Tally()  # where it counts the bytes it reads and writes
         self.edge_triggered = edge_triggered
         self.calls: list[tuple[Any, ...]] = []
         self.timers: list[Timer] = []

@@ -19,6 +19,7 @@ from gnetpy.conn import PAUSED_BY_FRAMES, PAUSED_BY_USER, Conn, StreamConn
 from gnetpy.errors import TooLongFrameError
 from gnetpy.frames import FrameDispatcher
 from gnetpy.state import CLOSED, FLUSHING
+from gnetpy.tally import Tally
 
 
 class FakeLoop:
@@ -26,6 +27,7 @@ class FakeLoop:
 
     def __init__(self) -> None:
         self.dirty: list[StreamConn] = []  # where a stream puts itself when written to (conn.py)
+        self.tally = Tally()  # where it counts the bytes it reads and writes
         self.calls: list[tuple[Any, ...]] = []
         self.frames: FrameDispatcher | None = None
 

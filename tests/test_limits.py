@@ -23,11 +23,13 @@ from gnetpy.conn import Conn, StreamConn
 from gnetpy.counters import LocalCounters
 from gnetpy.errors import LimitExceededError
 from gnetpy.limits import AsyncWriteLimit, InboundLimit
+from gnetpy.tally import Tally
 
 
 class Loop:
     index = 0  # what a connection asks of its loop here: its repr, and where writes are gathered
     dirty: list[Any] = []
+    tally = Tally()  # where it counts the bytes it writes
 
 
 def queue(c: StreamConn, n: int) -> None:

@@ -41,6 +41,7 @@ from .lb import LoadBalancing  # noqa: E402
 from .options import Options  # noqa: E402
 from .proxyproto import ProxyHeaderError, ProxyInfo  # noqa: E402
 from .serve import rotate, run, start  # noqa: E402
+from .stats import Closes, Stats, WorkerStats  # noqa: E402
 from .timers import TimerHandle  # noqa: E402
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ compiled = _compiled.backend(__name__)
 __all__ = [
     "Action",
     "Client",
+    "Closes",
     "CodecError",
     "Conn",
     "ConnClosedError",
@@ -66,10 +68,12 @@ __all__ = [
     "ProxyHeaderError",
     "ProxyInfo",
     "ShortBufferError",
+    "Stats",
     "TimerHandle",
     "TooLongFrameError",
     "UnsupportedOperationError",
     "UnsupportedProtocolError",
+    "WorkerStats",
     "rotate",
     "run",
     "start",

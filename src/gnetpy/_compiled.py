@@ -31,7 +31,7 @@ from typing import Literal, Mapping, Sequence
 # framing is the codecs' per-frame work; codec.py, their public face, is not
 # compiled: mypyc's argument checks on entry would replace the constructors' messages that
 # name the argument (framing.py's docstring; benchmarks/results/2026-11-27-udp-frames.md).
-COMPILED_MODULES = ("buffer", "conn", "eventloop", "closing", "frames", "limits", "tls", "udp", "framing")
+COMPILED_MODULES = ("buffer", "conn", "eventloop", "closing", "frames", "limits", "tls", "udp", "framing", "tally")
 # Built from C beside them (syscalls.py uses it when it is there): reads and writes
 # of non-blocking sockets that keep the GIL, and epoll_wait.  No .py source: the switch hides it.
 C_HELPERS = ("_sysio",)

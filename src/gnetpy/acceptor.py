@@ -16,7 +16,8 @@ leave) -- a log line when it fills and when it empties, no spinning.
 ``hold``: in process mode, while no worker serves (every one is being
 restarted) the supervisor holds the parent's acceptors the same way: the
 listener leaves the poller and connections wait in the backlog until a
-worker serves again (workers.py).
+worker serves again (workers.py).  An acceptor made with ``holdable=False`` (the
+``metrics_addr`` page's) is never held: metrics matter most while workers restart.
 
 Running out of descriptors (EMFILE/ENFILE) is the classic way a reactor
 melts: the listener stays readable, accept fails at once, and the loop spins
@@ -65,7 +66,7 @@ class HandOverTarget(Protocol):
 class Acceptor:
     def __init__(self, listener: Listener, poller: Poller, pick: Callable[[Any], HandOverTarget],
                  call_later: Callable[[float, Callable[[], Any]], Any], opts: Options,
-                 exclusive: bool = False, admit: Callable[[], bool] | None = None) -> None:
+                 exclusive: bool = False, admit: Callable[[], bool] | None = None, holdable: bool = True) -> None:
         self._listener = listener
         self._sock = listener.sock
         self.fd = listener.fd
@@ -82,6 +83,7 @@ class Acceptor:
         self._admit = admit  # max_connections: False while the engine is full
         self._full = False
         self._held = False  # hold(True): no worker to give a connection to (process mode)
+        self.holdable = holdable
         self._role = listener.role  # what its connections begin with (a PROXY header, TLS), or None
 
     def start(self) -> None:
@@ -100,6 +102,8 @@ class Acceptor:
 
     def hold(self, held: bool) -> None:
         """Stop accepting (True) -- the backlog keeps what arrives -- or accept again (False)."""
+        if not self.holdable:
+            return
         self._held = held
         if held:
             self._unregister()

@@ -1,6 +1,7 @@
 """``python -m gnetpy``: run the echo server, or the benchmark suite from a source checkout.
 
     python -m gnetpy echo --addr tcp://127.0.0.1:9000 --loops 4 --lb least-connections
+    python -m gnetpy echo --metrics-addr tcp://127.0.0.1:9100    # then: curl 127.0.0.1:9100/metrics
     python -m gnetpy bench --quick
 """
 
@@ -25,6 +26,10 @@ from .serve import serve_forever
 class Echo(EventHandler):
     def on_boot(self, engine: Engine) -> None:
         logging.getLogger("gnetpy").info("echo server on %s", engine.addrs)
+        if isinstance(engine.metrics_addr, tuple):
+            host, port = engine.metrics_addr
+            logging.getLogger("gnetpy").info("metrics on http://%s/metrics",
+                                             f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
     def on_traffic(self, c: Conn) -> None:
         c.write(c.next())
@@ -47,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--threads", dest="processes", action="store_const", const=False,
                       help="loops in threads of one process")
     echo.add_argument("--cpu-affinity", action="store_true", help="pin loop/worker i to the i-th CPU")
+    echo.add_argument("--metrics-addr", help="serve Prometheus metrics (GET /metrics) on this tcp:// address, "
+                      "e.g. tcp://127.0.0.1:9100")
     echo.add_argument("--log-level", default="INFO")
     bench = commands.add_parser("bench", help="run the benchmark suite (source checkout only)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to benchmarks/harness.py (try --help)")
@@ -68,7 +75,7 @@ def _echo(args: Any) -> int:
     try:
         serve_forever(Echo(), addrs, num_event_loop=args.loops, multicore=args.loops == 0, lb=args.lb,
                       reuse_port=args.reuse_port, reuse_addr=True, edge_triggered=args.edge_triggered,
-                      processes=args.processes, cpu_affinity=args.cpu_affinity)
+                      processes=args.processes, cpu_affinity=args.cpu_affinity, metrics_addr=args.metrics_addr)
     except (GnetError, OSError, ValueError) as exc:
         print(f"python -m gnetpy echo: error: {exc}", file=sys.stderr)
         return 2

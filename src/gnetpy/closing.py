@@ -21,6 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from .deadlines import FifoDeadlines
+from .errors import CloseTimeoutError
 from .poller import IN, OUT, READ_EVENTS
 from .sockopts import unacked_bytes
 from .state import FLUSHING, LINGERING, ConnState, after_flush, check_transition
@@ -127,6 +128,7 @@ class GracefulClose:
             except OSError as exc:
                 self._loop.close_conn(c, exc, False)
                 return False
+            c._tally.bytes_received += len(data)
             if not data:  # the peer's EOF
                 if c._state == LINGERING:
                     self._loop.finish_close(c, c._err)
@@ -144,4 +146,5 @@ class GracefulClose:
         what = f"{unsent} bytes unsent" if unsent else "the peer had not acknowledged everything sent"
         loop = self._loop
         loop.logger.info("gnetpy: %r dropped after close_timeout (%gs): %s", c, self._deadlines.seconds, what)
-        loop.close_conn(c, TimeoutError(f"close_timeout ({self._deadlines.seconds:g}s) expired: {what}"), False)
+        err = CloseTimeoutError(f"close_timeout ({self._deadlines.seconds:g}s) expired: {what}")
+        loop.close_conn(c, err, False)

@@ -52,6 +52,7 @@ from .address import AddrInfo, format_addr
 from .buffer import IOV_MAX, InboundBuffer, OutboundBuffer
 from .errors import ConnClosedError, EngineStoppedError, UnsupportedOperationError, UnsupportedProtocolError
 from .state import CLOSED, OPEN, ConnState
+from .tally import Tally
 
 try:  # mypyc's class attributes; without mypy_extensions installed (pure Python) they change nothing
     from mypy_extensions import mypyc_attr
@@ -311,7 +312,7 @@ class Conn(InboundBuffer):
 class StreamConn(Conn):
     """A TCP or unix stream connection: gathered writes, the write queue, backpressure, socket options."""
 
-    __slots__ = ("_out", "_paused", "_transport", "_gather", "_serving", "_dirty")
+    __slots__ = ("_out", "_paused", "_transport", "_gather", "_serving", "_dirty", "_tally")
 
     _REFUSED: ClassVar[dict[str, tuple[type[Exception], str]]] = {
         "send_to": (UnsupportedProtocolError, "send_to is for UDP connections (use write)"),
@@ -330,6 +331,7 @@ class StreamConn(Conn):
         # callback gathers itself, so a write need not put the connection on the loop's list.
         self._serving = False
         self._dirty: list[StreamConn] = loop.dirty  # the loop's connections with something gathered
+        self._tally: Tally = loop.tally  # the loop's figures: the bytes the kernel takes are counted there
 
     # -- outbound -----------------------------------------------------------
 
@@ -405,6 +407,7 @@ class StreamConn(Conn):
         data: bytes = gather
         try:
             sent = _write(self._fd, data)
+            self._tally.bytes_sent += sent
             if sent == len(data):
                 return
         except (BlockingIOError, InterruptedError):
@@ -420,6 +423,7 @@ class StreamConn(Conn):
             return self._queue(data)
         try:
             sent = _write(self._fd, data)
+            self._tally.bytes_sent += sent
             if sent == len(data):
                 return sent
         except (BlockingIOError, InterruptedError):
@@ -445,6 +449,7 @@ class StreamConn(Conn):
                 sent = 0
             except OSError as exc:
                 return self._write_failed(exc)
+            self._tally.bytes_sent += sent
             for piece in batch:
                 size = len(piece) if type(piece) is bytes else _nbytes(piece)
                 total += size

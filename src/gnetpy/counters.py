@@ -13,14 +13,24 @@ mapping created before the fork (``SharedCounterTable``), so the parent's
 balancer and ``Engine.count_connections`` read every worker's count without
 a message per accept.  An aligned 64-bit store is atomic on the machines
 gnetpy runs on, and there is still one writer per integer.
+
+A worker's slot also holds its ``Tally`` (tally.py: bytes, closes by cause...) as the
+worker last published it: those are counted in plain integers of the worker's own
+and copied here every ``worker_main.PUBLISH_EVERY`` seconds and when the worker ends,
+not at every read and write.  The parent's ``stats()`` reads them from here: at most
+that old, and a snapshot may mix two publications (each integer is one of them).
 """
 
 from __future__ import annotations
 
 import mmap
-from typing import Protocol
+from array import array
+from typing import Protocol, Sequence
+
+from . import tally
 
 _SLOTS = 6  # handed_over, opened, closed, tls_failed, inbound, proxy_refused
+_ROW = _SLOTS + tally.SIZE  # a worker's slot: those, then its published tally
 
 
 class Counters(Protocol):
@@ -57,7 +67,7 @@ def _slot(index: int) -> property:
 class SharedCounters:
     """One worker's counters, in the shared mapping."""
 
-    __slots__ = ("_view",)
+    __slots__ = ("_view", "_tally")
     handed_over = _slot(0)
     opened = _slot(1)
     closed = _slot(2)
@@ -66,20 +76,29 @@ class SharedCounters:
     proxy_refused = _slot(5)
 
     def __init__(self, view: memoryview) -> None:
-        self._view = view
+        self._view = view[:_SLOTS]
+        self._tally = view[_SLOTS:]
+
+    def publish(self, values: Sequence[int]) -> None:
+        """In the worker: its ``Tally.values()``, for the parent to read."""
+        self._tally[:] = array("q", values)
+
+    def published(self) -> list[int]:
+        """The worker's tally as it last published it (zeros before the first time)."""
+        return self._tally.tolist()
 
 
 class SharedCounterTable:
     """Counters for ``count`` workers, shared by the parent and every process it forks afterwards."""
 
     def __init__(self, count: int) -> None:
-        self._map = mmap.mmap(-1, 8 * _SLOTS * count)  # anonymous and MAP_SHARED: survives fork, shared
+        self._map = mmap.mmap(-1, 8 * _ROW * count)  # anonymous and MAP_SHARED: survives fork, shared
         self._view = memoryview(self._map).cast("q")
 
     def slot(self, index: int) -> SharedCounters:
-        counters = SharedCounters(self._view[_SLOTS * index:_SLOTS * (index + 1)])
-        counters.handed_over = counters.opened = counters.closed = counters.tls_failed = counters.inbound = counters.proxy_refused = 0
-        return counters
+        row = self._view[_ROW * index:_ROW * (index + 1)]
+        row[:] = array("q", [0] * _ROW)
+        return SharedCounters(row)
 
     def close(self) -> None:
         self._view.release()

@@ -40,7 +40,10 @@ from .handler import Action, EventHandler
 from .inherit import forget_inherited
 from .lb import new_balancer
 from .listener import Listener, PortHolder, Role
+from .metrics import render
+from .metricsserver import MetricsServer
 from .options import Options
+from .stats import Stats, WorkerStats, summed
 from .udp import DatagramListener, reserve_port
 from .workers import START_TIMEOUT, WorkerProcess, WorkerSpec, pick_available
 
@@ -73,6 +76,7 @@ class LoopHandle(Protocol):
     def count_connections(self) -> int: ...
     def count_tls_failures(self) -> int: ...
     def count_proxy_refused(self) -> int: ...
+    def stats(self) -> WorkerStats: ...
     def hand_over(self, sock: socket.socket, remote: Any, ssl_context: Any = None) -> None: ...
 
 
@@ -98,6 +102,7 @@ class Engine:
         self._loops: list[LoopHandle] = []
         # Accepts and hands over in main-reactor mode; in process mode, also supervises the workers.
         self._main_reactor: EventLoop | None = None
+        self._metrics: MetricsServer | None = None  # metrics_addr: the /metrics page, on one of the loops
         self._accepting_held = False  # process mode: no worker serves, the main reactor accepts nothing
         self._lock = threading.RLock()  # reentrant: a signal handler may run while it is held
         self._stop_requested = False
@@ -136,6 +141,20 @@ class Engine:
 
     def count_connections(self) -> int:
         return sum(loop.count_connections() for loop in self._loops)
+
+    def stats(self) -> Stats:
+        """A snapshot of the engine's counters, summed over its loops or worker processes, and per
+        worker (``.workers``): connections, closes by cause, bytes, ... (``gnetpy.Stats``).
+
+        Safe from any thread, and cheap (integers read, nothing locked); in process mode a
+        worker's byte and close figures are at most half a second old (stats.py).
+        """
+        return summed([loop.stats() for loop in self._loops])
+
+    @property
+    def metrics_addr(self) -> AddrInfo | None:
+        """Where the ``/metrics`` page is served, with the real port (``metrics_addr=...:0``); None without it."""
+        return self._metrics.addr if self._metrics is not None else None
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: flush (at most ``timeout`` s, default 10), close everything, return when done.
@@ -217,6 +236,7 @@ class Engine:
             with self._naming_descriptor_shortage():
                 self._bind_all()
                 self._build_loops()
+                self._serve_metrics()
                 if self._processes:
                     self._start_loops()  # forks the workers: a channel each, and their own loops
             action = self._handler.on_boot(self)
@@ -283,6 +303,15 @@ class Engine:
                 same_port = dataclasses.replace(address, port=port)
                 for _ in range(count - 1):
                     self._listeners.append(self._listener(same_port))
+
+    def _serve_metrics(self) -> None:
+        """``metrics_addr``: bind it, and serve it on the main reactor (the parent's, in process mode) or loop 0."""
+        if self._opts.metrics_addr is None:
+            return
+        self._metrics = MetricsServer(parse_address(self._opts.metrics_addr), lambda: render(self.stats()),
+                                      self._logger)
+        host = self._main_reactor if self._main_reactor is not None else self.event_loops[0]
+        self._metrics.serve_on(host)
 
     def _listener(self, address: Address) -> Listener:
         listener = Listener(address, self._opts)
@@ -460,6 +489,8 @@ class Engine:
         self._stopped.set()
 
     def _close_listeners(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
         for listener in self._listeners:
             listener.close()
         for holder in self._holders:

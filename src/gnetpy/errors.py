@@ -54,3 +54,18 @@ class LimitExceededError(GnetError):
 
 class UnsupportedOperationError(GnetError):
     """An operation this kind of connection cannot do (``writev`` on a datagram connection)."""
+
+
+class IdleTimeoutError(TimeoutError):
+    """``on_close``'s error for a connection that received nothing for ``idle_timeout``.
+
+    A ``TimeoutError`` like any other; a class of its own so that ``Engine.stats()``
+    counts these closes apart from ``close_timeout`` ones (tally.py).
+    """
+
+
+class CloseTimeoutError(TimeoutError):
+    """``on_close``'s error for a graceful close cut short: ``close_timeout`` expired, or the stop deadline.
+
+    A ``TimeoutError`` like any other; a class of its own for ``Engine.stats()`` (tally.py).
+    """

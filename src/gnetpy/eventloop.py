@@ -28,7 +28,7 @@ open connections), ``read_again``/``write_again`` (edge-triggered budgets),
 the TLS handshake's ``handshake_started``/``handshake_done``/
 ``handshake_failed``, ``reserve_async``/``release_async``, and the read-only
 facts ``now``, ``edge_triggered``, ``stopping``, ``options``, ``handler``,
-``logger``, ``counts``, ``traffic``.
+``logger``, ``counts``, ``tally``, ``traffic``.
 
 The dispatch loop (``_poll_loop``) is the hot path of the whole library and
 is written for speed rather than elegance: everything it touches is bound to
@@ -61,7 +61,14 @@ from .conn import PAUSED_BY_QUEUE, StreamConn
 from .counters import Counters, LocalCounters, count
 from .deadlines import FifoDeadlines, IdleWheel
 from .dial import Connect, DialCallback, start_dial
-from .errors import CodecError, ConnClosedError, EngineStoppedError, LimitExceededError
+from .errors import (
+    CloseTimeoutError,
+    CodecError,
+    ConnClosedError,
+    EngineStoppedError,
+    IdleTimeoutError,
+    LimitExceededError,
+)
 from .frames import FrameDispatcher
 from .handler import Action
 from .limits import AsyncWriteLimit, InboundLimit
@@ -71,6 +78,8 @@ from .proxystage import ProxyReader, Trust
 from .runloop import LoopRunner
 from .sockopts import configure_accepted, reset_on_close
 from .state import CLOSED, FLUSHING, HANDSHAKING, OPEN, TransitionError, check_transition, close_target
+from .stats import WorkerStats, worker_stats
+from .tally import ERROR, PROXY_REFUSED, Tally, close_cause
 from .taskqueue import TaskQueue
 from .timers import TimerHandle, TimerHeap, is_delay, parse_tick
 from .tls import TlsConn, TlsTransport
@@ -129,6 +138,7 @@ class EventLoop:
         self._write_chunk: int = opts.write_buffer_cap
         self._high_water, self._low_water = opts.water_marks
         self._counts: Counters = LocalCounters()  # a worker shares them with its parent (share_counts)
+        self._tally = Tally()  # bytes, closes by cause...: plain integers only this loop writes (tally.py)
         self._inbound = InboundLimit(opts.max_inbound_buffered, opts.max_inbound_total, self._counts)
         self._async_writes = AsyncWriteLimit(opts.async_write_limit)
         self._dials: set[Connect] = set()  # connects in progress (dial.py)
@@ -189,6 +199,11 @@ class EventLoop:
     def count_proxy_refused(self) -> int:
         """Connections on this loop closed unread for their PROXY header (never reached the handler)."""
         return self._counts.proxy_refused
+
+    def stats(self) -> WorkerStats:
+        """This loop's figures now (``Engine.stats()``; safe from any thread: integers read, not locked)."""
+        counts = self._counts
+        return worker_stats(self.index, count(counts), self._tally.values(), counts.tls_failed, counts.proxy_refused)
 
     def execute(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` on this loop (safe from any thread)."""
@@ -267,16 +282,17 @@ class EventLoop:
     # -- the engine's side ---------------------------------------------------
 
     def add_listener(self, listener: Listener, pick: Callable[[Any], HandOverTarget], exclusive: bool = False,
-                     admit: Callable[[], bool] | None = None) -> None:
-        """Accept on ``listener`` once running, giving each socket to ``pick(remote)`` -- while ``admit()``."""
-        acceptor = Acceptor(listener, self._poller, pick, self.call_later, self._opts, exclusive, admit)
+                     admit: Callable[[], bool] | None = None, holdable: bool = True) -> None:
+        """Accept on ``listener`` once running, giving each socket to ``pick(remote)`` -- while ``admit()``;
+        ``holdable=False``: not even while ``hold_accepting`` (the metrics page)."""
+        acceptor = Acceptor(listener, self._poller, pick, self.call_later, self._opts, exclusive, admit, holdable)
         self._acceptors.append(acceptor)
         self._watchers[acceptor.fd] = acceptor.on_acceptable
 
     @property
     def accepts(self) -> bool:
-        """Whether this loop accepts on any listener."""
-        return bool(self._acceptors)
+        """Whether this loop accepts on any listener that ``hold_accepting`` holds (the metrics page's is not)."""
+        return any(acceptor.holdable for acceptor in self._acceptors)
 
     def hold_accepting(self, held: bool) -> None:
         """On the loop: stop accepting on every listener (True; the backlog keeps what arrives), or go on."""
@@ -308,6 +324,7 @@ class EventLoop:
             sock.close()
             self._counts.closed += 1
             return
+        self._tally.accepted += 1
         if isinstance(role, int):
             role = self._roles[role] if role >= 0 else None
         if role is None:
@@ -323,6 +340,7 @@ class EventLoop:
             sock.close()
             self._counts.closed += 1
             self._counts.proxy_refused += 1
+            self._tally.closes[PROXY_REFUSED] += 1
 
     def start(self) -> None:
         """Run the loop on a thread of its own; ``wait_ready`` says when it serves."""
@@ -402,6 +420,11 @@ class EventLoop:
     @property
     def counts(self) -> Counters:
         return self._counts
+
+    @property
+    def tally(self) -> Tally:
+        """What connections add their bytes to (tally.py): they keep it, as they keep ``dirty``."""
+        return self._tally
 
     @property
     def dirty(self) -> list[StreamConn]:
@@ -570,6 +593,7 @@ class EventLoop:
             elif c._state == OPEN:
                 self._poller.modify(c._fd, OUT if c._paused else IN | OUT)
         if c._out.nbytes > self._high_water and not c._paused & PAUSED_BY_QUEUE:
+            self._tally.backpressure_pauses += 1
             self.pause_reading(c, PAUSED_BY_QUEUE)  # see StreamConn.pause_reading
 
     def flush_conn(self, c: StreamConn) -> None:
@@ -578,7 +602,7 @@ class EventLoop:
         fd = c._fd
         self._busy_write.pop(fd, None)
         try:
-            out.flush_to(fd, self._opts.edge_triggered_chunk if self._edge_triggered else 0)
+            self._tally.bytes_sent += out.flush_to(fd, self._opts.edge_triggered_chunk if self._edge_triggered else 0)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -636,6 +660,7 @@ class EventLoop:
         self._handshakes.discard(c._fd)
         check_transition(c._state, OPEN)
         c._state = OPEN
+        self._tally.tls_handshakes += 1
         self.open_conn(c)
 
     def handshake_failed(self, c: StreamConn, exc: BaseException) -> None:
@@ -738,6 +763,9 @@ class EventLoop:
         frames_waiting: dict[int, StreamConn] = frames.waiting if frames is not None else {}
         frames_deferred: dict[int, StreamConn] = frames.deferred if frames is not None else {}
         monotonic = time.monotonic
+        # Bytes in and out, counted here for the inline case: plain integer fields of a
+        # native object, no lock (tally.py says why; the cost: docs/architecture.md §10).
+        tally = self._tally
         readable_only = self._inline_events
         idle = self._idle is not None
         now = 0.0
@@ -780,8 +808,10 @@ class EventLoop:
                     c._seen = now
                     # len, not a local alias: compiled, len() of bytes is a field read, and an alias
                     # would call the builtin as an object.
-                    if len(data) == size if size == small_read else len(data) <= small_read:
-                        c._adapt_read_size(len(data), small_read, read_size)
+                    got = len(data)
+                    tally.bytes_received += got
+                    if got == size if size == small_read else got <= small_read:
+                        c._adapt_read_size(got, small_read, read_size)
                     if c._src is nothing:
                         # Inlined deliver() for the common case: the buffer's own
                         # _receive with nothing left over, then its _settle.
@@ -802,6 +832,7 @@ class EventLoop:
                             if type(gather) is bytes:
                                 try:
                                     sent = write(fd, gather)
+                                    tally.bytes_sent += sent
                                     if sent != len(gather):
                                         c._queue_rest(gather, sent)
                                 except (BlockingIOError, InterruptedError):
@@ -889,6 +920,7 @@ class EventLoop:
         if not data:
             self.close_conn(c, EOFError("connection closed by the peer"), True)
             return 0
+        self._tally.bytes_received += len(data)
         c._seen = self._now
         small = self._small_read
         if len(data) == size if size == small else len(data) <= small:
@@ -979,6 +1011,7 @@ class EventLoop:
             self._logger.exception("gnetpy: cannot register %r", c)
             sock.close()
             self._counts.closed += 1
+            self._tally.closes[ERROR] += 1
             return None
         self._conns[c._fd] = c
         if self._idle is not None:
@@ -1005,7 +1038,7 @@ class EventLoop:
             c._transport.close_notify()  # the peer reads an orderly end of the TLS session first
         if graceful and state == OPEN and c._out:
             try:
-                c._out.flush_to(c._fd)
+                self._tally.bytes_sent += c._out.flush_to(c._fd)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:
@@ -1050,6 +1083,7 @@ class EventLoop:
         if c._out:
             c._out.clear_all()
         self._counts.closed += 1
+        self._tally.closes[close_cause(err, opened, isinstance(c._transport, ProxyReader))] += 1
         if not opened:
             c._transport.never_opened(err)  # a dial waiting for the handshake hears why
             return
@@ -1079,7 +1113,7 @@ class EventLoop:
     def _idle_expired(self, c: Conn) -> None:
         """Nothing was received from ``c`` for idle_timeout (deadlines.py)."""
         assert isinstance(c, StreamConn)
-        self.close_conn(c, TimeoutError(f"idle for {self._opts.idle_timeout:g}s (idle_timeout)"), True)
+        self.close_conn(c, IdleTimeoutError(f"idle for {self._opts.idle_timeout:g}s (idle_timeout)"), True)
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -1115,8 +1149,8 @@ class EventLoop:
             self._logger.warning("gnetpy: event loop %d: stop deadline reached; %d connection(s) dropped with %d "
                                  "bytes unsent", self.index, len(closing), unsent)
         for c in closing:
-            self.close_conn(c, TimeoutError(f"engine stop deadline reached with {c.outbound_buffered} bytes unsent"),
-                            False)
+            self.close_conn(c, CloseTimeoutError(f"engine stop deadline reached with {c.outbound_buffered} bytes "
+                                                 f"unsent"), False)
 
     def release(self) -> None:
         """Close everything this loop holds; its last act (also what undoes a boot that failed)."""

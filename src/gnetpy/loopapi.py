@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .dial import Connect, DialCallback
     from .handler import EventHandler
     from .options import Options
+    from .tally import Tally
     from .timers import TimerHandle
     from .tls import TlsTransport
 
@@ -61,6 +62,8 @@ class LoopServices(PublicLoop, Protocol):
     def logger(self) -> logging.Logger | logging.LoggerAdapter[Any]: ...
     @property
     def counts(self) -> Counters: ...
+    @property
+    def tally(self) -> Tally: ...
     @property
     def traffic(self) -> Callable[[Any], Any]: ...
     @property

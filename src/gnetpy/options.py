@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any, Callable
 
+from .address import parse_address
+from .errors import GnetError
 from .lb import LoadBalancing
 from .proxystage import Trust
 from .sockopts import MAX_SOCKET_BUFFER, check_keepalive
@@ -65,6 +67,7 @@ class Options:
     proxy_protocol: Any = None
     proxy_trusted: Any = ("127.0.0.0/8", "::1/128")
     proxy_header_timeout: float = 5.0
+    metrics_addr: str | None = None
 
     def __post_init__(self) -> None:
         _check_bools(self)
@@ -101,6 +104,7 @@ class Options:
         _check_proxy_protocol(self.proxy_protocol)
         Trust.parse(self.proxy_trusted)  # raises ValueError naming a bad network
         _check_seconds("proxy_header_timeout", self.proxy_header_timeout)
+        _check_metrics_addr(self.metrics_addr)
 
     @property
     def log(self) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -228,6 +232,21 @@ def _check_proxy_protocol(value: Any) -> None:
         return
     raise ValueError(f"proxy_protocol: {value!r}; accepted: None, 'v1', 'v2', 'any' (either version, never none), "
                      f"or a dict {{address: mode}} (e.g. {{'tcp://0.0.0.0:6379': 'v2'}})")
+
+
+def _check_metrics_addr(value: Any) -> None:
+    """None, or a tcp:// address to serve the /metrics page on (metricsserver.py)."""
+    accepted = "None, or a tcp:// address to serve /metrics on (e.g. 'tcp://127.0.0.1:9100')"
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"metrics_addr: {value!r}; accepted: {accepted}")
+    try:
+        address = parse_address(value)
+    except GnetError as exc:  # InvalidAddressError, UnsupportedProtocolError: they say what is wrong
+        raise ValueError(f"metrics_addr: {exc}") from None
+    if address.network != "tcp":
+        raise ValueError(f"metrics_addr: {value!r} is a {address.network} address; accepted: {accepted}")
 
 
 def _check_seconds(name: str, value: Any, accepted: str = "seconds, a number > 0") -> None:

@@ -75,6 +75,7 @@ class ProxyReader:
             if not data:
                 self.loop.proxy_failed(c, EOFError("connection closed before its PROXY header was whole"))
                 return
+            c._tally.bytes_received += len(data)
             self.received += data
             try:
                 info = parse(self.received, self.mode)

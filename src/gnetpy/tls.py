@@ -163,6 +163,7 @@ class TlsTransport:
                 self.incoming.write_eof()
                 eof = True
                 break
+            c._tally.bytes_received += len(raw)
             self.incoming.write(raw)
             if len(raw) < TLS_READ:
                 break  # drained for now

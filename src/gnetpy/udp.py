@@ -51,6 +51,7 @@ from .listener import BoundSocket
 from .poller import IN, OUT
 from .sockopts import bind, set_listener_options
 from .state import CLOSED, OPEN
+from .tally import Tally
 
 if TYPE_CHECKING:
     from .loopapi import LoopServices
@@ -164,6 +165,7 @@ class DatagramSocket:
         self._max_queued = opts.max_udp_queued
         self._writing = False
         self.dropped = 0
+        self._tally: Tally = loop.tally  # the loop's figures: datagrams and their bytes, counted there (tally.py)
         self._full_logged = False
         self._traffic: Any = None  # set by start()
 
@@ -183,6 +185,7 @@ class DatagramSocket:
         sessions = self._sessions
         on_traffic = self._traffic
         wheel = self._wheel
+        tally = self._tally
         now = time.monotonic() if wheel is not None else 0.0
         for _ in range(READ_BATCH):
             try:
@@ -193,6 +196,8 @@ class DatagramSocket:
                 if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     continue
                 raise
+            tally.datagrams_received += 1
+            tally.bytes_received += len(data)
             c = sessions.get(peer)
             if c is None:
                 c = self._open(peer, now)
@@ -270,6 +275,7 @@ class DatagramSocket:
                 pass
         if self._queued + size > self._max_queued:
             self.dropped += 1
+            self._tally.datagrams_dropped += 1
             return 0
         self._queue.append((bytes(data), peer))
         self._queued += size
@@ -280,8 +286,13 @@ class DatagramSocket:
 
     def _sendto(self, data: Any, peer: Any) -> int:
         if type(peer) is bytes:  # a sender's sockaddr, as recvfrom_raw gave it: a reply
-            return syscalls.sendto_raw(self.fd, data, peer)  # type: ignore[misc]
-        return self.sock.sendto(data, peer)  # a tuple: the socket's own recvfrom, or send_to
+            sent: int = syscalls.sendto_raw(self.fd, data, peer)  # type: ignore[misc]
+        else:
+            sent = self.sock.sendto(data, peer)  # a tuple: the socket's own recvfrom, or send_to
+        tally = self._tally
+        tally.datagrams_sent += 1
+        tally.bytes_sent += sent
+        return sent
 
     def _flush(self) -> None:
         queue = self._queue
@@ -293,6 +304,7 @@ class DatagramSocket:
                 return
             except OSError:
                 self.dropped += 1  # this datagram cannot go (a bad address): the others still may
+                self._tally.datagrams_dropped += 1
             queue.popleft()
             self._queued -= len(data)
         if self._writing:

@@ -7,6 +7,11 @@ listeners, UDP sockets), watches its channel to the parent, and runs the
 loop on its main thread: ``READY`` once ``on_worker_start`` has run (or
 ``FAILED`` with the exception), ``STOP`` from the parent ends it.  It never
 returns into the parent's code: the process ends with ``os._exit``.
+
+Its figures (tally.py) are copied into its shared slot every ``PUBLISH_EVERY``
+seconds and once more when its loop has stopped, for the parent's ``stats()``;
+a replacement starts from what the worker before it on its index published
+last, so per-worker counters never go back.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from . import channel
 from .udp import DatagramListener
 
 if TYPE_CHECKING:
+    from .counters import SharedCounters
     from .eventloop import EventLoop
     from .workers import WorkerProcess
 
@@ -32,6 +38,10 @@ if TYPE_CHECKING:
 PARENT_GONE_FLUSH = 0.5
 # A worker's exit status when it could not start serving.
 EXIT_START_FAILED = 3
+# How often a worker copies its figures into shared memory for the parent's stats(): what the
+# parent shows is at most this old.  Not at every read and write: that would put a store into the
+# shared mapping on the hot path (docs/architecture.md §10).  Costs an idle worker a wake-up.
+PUBLISH_EVERY = 0.5
 
 
 def worker_main(handle: WorkerProcess, parent_end: socket.socket, worker_end: socket.socket) -> NoReturn:
@@ -58,6 +68,8 @@ def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
     loop = spec.build_loop(index, partial(_ask_parent_to_stop, worker_end))
     # Counted in shared memory; max_inbound_total sums every worker's.
     loop.share_counts(handle._counters, [worker._counters for worker in spec.workers])
+    loop.tally.load(handle._counters.published())  # go on from the worker before this one on the index
+    loop.call_later(PUBLISH_EVERY, partial(_publish, loop, handle._counters))
     # Ctrl-C at a terminal reaches every process of the group: the parent
     # coordinates the stop.  SIGTERM to a worker alone stops that worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -82,9 +94,16 @@ def _serve_in_worker(handle: WorkerProcess, worker_end: socket.socket) -> int:
     try:
         loop.run(ready)
     finally:
+        handle._counters.publish(loop.tally.values())  # the last figures: exact once the engine has stopped
         for listener in listeners:
             listener.close()
     return 0 if started else EXIT_START_FAILED
+
+
+def _publish(loop: EventLoop, counters: SharedCounters) -> None:
+    """On the worker's loop, every ``PUBLISH_EVERY`` seconds: its figures, for the parent."""
+    counters.publish(loop.tally.values())
+    loop.call_later(PUBLISH_EVERY, partial(_publish, loop, counters))
 
 
 def _on_parent_message(loop: EventLoop, worker_end: socket.socket, logger: Any, events: int) -> None:

@@ -27,7 +27,8 @@ engine's stop thread calls once the main reactor has stopped.
   batched: ``hand_over`` queues, and one ``sendmsg`` per worker carries
   what the accepts of one loop iteration picked for it.
 * **Counts are shared memory** (counters.py): least-connections reads every
-  worker's count with no message per accept.
+  worker's count with no message per accept; ``stats()`` reads there what
+  each worker publishes of its figures.
 * **Supervision.**  A worker's end of file on its channel means it exited:
   it is reaped, logged with its status, taken out of the balancer at once
   (its queued sockets go to other workers), and started again on the same
@@ -63,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import channel, inherit
 from .counters import SharedCounters, count
+from .stats import WorkerStats, worker_stats
 from .worker_main import EXIT_START_FAILED, worker_main
 
 if TYPE_CHECKING:
@@ -159,6 +161,12 @@ class WorkerProcess:
 
     def count_proxy_refused(self) -> int:
         return self._counters.proxy_refused
+
+    def stats(self) -> WorkerStats:
+        """The worker's figures: its counts now, its tally as it last published it (stats.py says how fresh)."""
+        c = self._counters
+        return worker_stats(self.index, count(c), c.published(), c.tls_failed, c.proxy_refused,
+                            worker_restarts=max(0, self._forks - 1))
 
     def start(self) -> None:
         """Fork the worker; ``wait_ready`` waits for it to serve."""
