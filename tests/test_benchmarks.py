@@ -110,7 +110,7 @@ def test_floor_server_runs_on_request_only(tmp_path: Path, capsys: pytest.Captur
     assert "floor" not in harness.DEFAULT_SERVERS
     assert set(harness.ON_REQUEST) == {"floor", "gnetpy-threads2", "gnetpy-procs1", "gnetpy-procs2",
                                        "gnetpy-procs2-rp", "gnetpy-idle", "gnetpy-codec", "gnetpy-frames",
-                                       "websockets-uvloop"}
+                                       "websockets-uvloop", "gnetpy-proxy-v1", "gnetpy-proxy-v2", "gnetpy-haproxy"}
     assert set(harness.DEFAULT_SERVERS) == set(harness.SERVERS) - set(harness.ON_REQUEST) - set(harness.APP_SERVERS)
     # W8's gnetpy frame servers are in the default set only when W8 runs (it does by default), and
     # W12-W14's application servers only when those run (they do by default).

@@ -368,3 +368,29 @@ def test_garbage_is_none_info_or_header_error(data: bytes, mode: str, junk: byte
         padded = data[:bound].ljust(bound, b"\0")
         assert outcome(padded + junk, mode) == outcome(padded + b"\r\n" + junk, mode) == outcome(padded, mode)
         assert outcome(padded, mode)[0] != "none"
+
+
+# The common TCP4 line has a fast path (one regular expression); it must agree with the
+# field-by-field checker, which every other line takes.
+OCTET_TEXT = st.one_of(st.integers(0, 255).map(str), st.sampled_from(["00", "01", "256", "999", "1a", ""]))
+PORT_TEXT = st.one_of(st.integers(0, 65535).map(str), st.sampled_from(["00", "065535", "65536", "99999", "-1"]))
+
+
+@PROPERTY
+@given(st.lists(OCTET_TEXT, min_size=4, max_size=4), st.lists(OCTET_TEXT, min_size=4, max_size=4),
+       PORT_TEXT, PORT_TEXT)
+def test_v1_tcp4_fast_path_agrees_with_the_checker(src: list, dst: list, sport: str, dport: str) -> None:
+    from gnetpy import proxyproto
+    line = f"PROXY TCP4 {'.'.join(src)} {'.'.join(dst)} {sport} {dport}".encode()
+    try:
+        slow: Any = proxyproto._v1_line(line, complete=True)
+    except ProxyHeaderError as exc:
+        slow = exc
+    try:
+        fast: Any = parse(line + b"\r\n", "v1")
+    except ProxyHeaderError as exc:
+        fast = exc
+    if isinstance(slow, ProxyHeaderError):
+        assert isinstance(fast, ProxyHeaderError) and str(fast) == str(slow)
+    else:
+        assert fast == ProxyInfo(1, "PROXY", *slow, header_length=len(line) + 2)

@@ -339,8 +339,13 @@ class StreamConn(Conn):
     def outbound_buffered(self) -> int:
         """Bytes written but not yet taken by the kernel (gathered or queued)."""
         gather = self._gather
-        gathered = 0 if gather is None else len(gather) if type(gather) is bytes else sum(map(len, gather))
-        return gathered + (self._out.nbytes if self._out else 0)
+        queued = self._out.nbytes if self._out else 0
+        if gather is None:
+            return queued
+        unsent = queued + (len(gather) if type(gather) is bytes else sum(map(len, gather)))
+        # Seen past write_high_water: on_drained is owed, even if the kernel then takes it all.
+        self._loop.gathered_seen(self, unsent)
+        return unsent
 
     def write(self, data: Any) -> int:
         """Send ``data`` (bytes-like) when this callback returns, with the others it writes (module docstring).

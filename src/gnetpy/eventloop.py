@@ -596,6 +596,24 @@ class EventLoop:
             self._tally.backpressure_pauses += 1
             self.pause_reading(c, PAUSED_BY_QUEUE)  # see StreamConn.pause_reading
 
+    def gathered_seen(self, c: StreamConn, unsent: int) -> None:
+        """A callback read ``c.outbound_buffered`` with bytes gathered: past the high mark, it is
+        backpressure like a queue past it -- reading paused, and ``on_drained`` once under the low
+        mark -- even when the kernel takes it all at once (examples/proxy.py pauses the other side
+        on that figure and resumes it from ``on_drained``: without one it would wait for ever)."""
+        if unsent > self._high_water and not c._paused & PAUSED_BY_QUEUE and self._runner.in_thread():
+            self.pause_reading(c, PAUSED_BY_QUEUE)
+            self._timers.schedule(TimerHandle(0.0, partial(self._owed_drained, c)))  # after the send
+
+    def _owed_drained(self, c: StreamConn) -> None:
+        if c._state != OPEN or not c._paused & PAUSED_BY_QUEUE:
+            return  # closed meanwhile, or drained through the queue already
+        if c._gather is not None:  # written to again, not sent yet
+            self._timers.schedule(TimerHandle(0.0, partial(self._owed_drained, c)))
+        elif not c._out or c._out.nbytes <= self._low_water:
+            self._drained(c)
+        # Otherwise the rest is queued: flush_conn calls on_drained under the low mark.
+
     def flush_conn(self, c: StreamConn) -> None:
         """One ``writev`` of ``c``'s queue now; what follows from it (drained, flushed, failed)."""
         out = c._out

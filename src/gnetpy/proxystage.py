@@ -108,11 +108,16 @@ class Trust:
     address (the spec's first security rule).
     """
 
-    __slots__ = ("networks", "unix")
+    __slots__ = ("networks", "unix", "_seen")
+
+    # Decisions remembered by host: a listener behind a balancer hears from a few hosts, and
+    # ipaddress's parse and network tests cost more per connection than the header's own parse.
+    SEEN_MAX: Final = 1024
 
     def __init__(self, networks: tuple[Any, ...], unix: bool) -> None:
         self.networks = networks
         self.unix = unix
+        self._seen: dict[str, bool] = {}
 
     @classmethod
     def parse(cls, value: Any) -> Trust:
@@ -135,8 +140,17 @@ class Trust:
         """Whether a connection from ``remote`` (``(host, port...)``, a unix path or None) may send a header."""
         if not isinstance(remote, tuple):
             return self.unix
+        host = remote[0]
+        known = self._seen.get(host)
+        if known is None:
+            if len(self._seen) >= self.SEEN_MAX:  # bounded: many distinct peers start it afresh
+                self._seen.clear()
+            known = self._seen[host] = self._decide(host)
+        return known
+
+    def _decide(self, host: str) -> bool:
         try:
-            address = ipaddress.ip_address(remote[0].split("%", 1)[0])
+            address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return False
         if address.version == 6 and address.ipv4_mapped is not None:  # a dual-stack listener's IPv4 peer

@@ -195,6 +195,37 @@ def test_the_proxy_closes_the_client_when_the_backend_is_down(serve: Any) -> Non
 # -- pause_reading, resume_reading, on_drained --------------------------------------------------
 
 
+class BigReply(gnetpy.EventHandler):
+    """Each request: one reply just past the high mark, written in one callback (so, gathered)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.drained = 0
+
+    def on_traffic(self, c: gnetpy.Conn) -> Any:
+        c.discard()
+        c.write(b"x" * (HIGH + 1))
+        self.seen.append(c.outbound_buffered)
+
+    def on_drained(self, c: gnetpy.Conn) -> Any:
+        self.drained += 1
+
+
+@pytest.mark.parametrize("edge_triggered", [False, True])
+def test_gathered_bytes_seen_past_the_high_mark_owe_on_drained(serve: Any, edge_triggered: bool) -> None:
+    """The kernel takes the whole reply at once, so no queue ever passes the mark -- but the
+    handler saw outbound_buffered past it (and might have paused another connection on that,
+    as examples/proxy.py does): on_drained must follow, and reading resume."""
+    handler = BigReply()
+    engine = serve(handler, write_high_water=HIGH, edge_triggered=edge_triggered)
+    with connect(engine.addrs[0]) as s:
+        for round_ in (1, 2, 3):
+            s.sendall(b"go")
+            assert recv_exact(s, HIGH + 1) == b"x" * (HIGH + 1)
+            wait_for(lambda: handler.drained == round_)
+    assert handler.seen == [HIGH + 1] * 3
+
+
 def test_pause_reading_holds_input_until_resume(serve: Any) -> None:
     class Pauser(Recorder):
         def on_traffic(self, c: gnetpy.Conn) -> Any:
