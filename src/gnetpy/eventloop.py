@@ -603,6 +603,7 @@ class EventLoop:
         on that figure and resumes it from ``on_drained``: without one it would wait for ever)."""
         if unsent > self._high_water and not c._paused & PAUSED_BY_QUEUE and self._runner.in_thread():
             self.pause_reading(c, PAUSED_BY_QUEUE)
+            self._tally.backpressure_pauses += 1
             self._timers.schedule(TimerHandle(0.0, partial(self._owed_drained, c)))  # after the send
 
     def _owed_drained(self, c: StreamConn) -> None:
