@@ -397,8 +397,12 @@ def _host_port(family: str, which: str, address: object) -> Tuple[IPAddress, int
 
 
 def _v1_host(ip: IPAddress) -> str:
-    """v1 IPv6 is hex groups only, and Python 3.13+ writes "::ffff:1.2.3.4" for mapped addresses."""
-    return ip.exploded if ip.version == 6 and "." in str(ip) else str(ip)
+    """v1 IPv6 is hex groups only, and Python 3.13+ writes "::ffff:1.2.3.4" for mapped addresses
+    (``exploded`` too): then the eight groups, from the address's bytes."""
+    if ip.version == 6 and "." in str(ip):
+        packed = ip.packed
+        return ":".join(f"{int.from_bytes(packed[i:i + 2], 'big'):x}" for i in range(0, 16, 2))
+    return str(ip)
 
 
 def encode_v1(family: str, source: Address = None, destination: Address = None) -> bytes:
